@@ -1,0 +1,66 @@
+"""The guide's eval_ppo_int8 step: teacher INT8 vs student TAP on the test set.
+
+    python -m agents.evaluate --config-path outputs/tri_ppo_int_codes/lenet5_ppo_result.json
+
+Refuses a malformed result file, one of another model, or one made from a
+teacher checkpoint whose sha256 differs from the teacher found now.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from agents.result import read_result
+from envs.problem import load_teacher
+from models import MODEL_NAMES
+from models.checkpoint import file_sha256
+from models.cli import add_common_args, resolve_device, run_main
+from models.data import load_cifar10
+from models.errors import UserError
+from models.metrics import accuracy
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-path", required=True, help="result file written by agents.search")
+    p.add_argument("--model", default=None, choices=MODEL_NAMES, help="refuse a result file of another model")
+    p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the path in the result file)")
+    add_common_args(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    res = read_result(args.config_path)
+    if args.model and res["model"] != args.model:
+        raise UserError(f"{args.config_path} is a {res['model']} result, but --model is {args.model}")
+    teacher_path = Path(args.teacher or res["teacher"]["path"])
+    if not teacher_path.is_file():
+        raise UserError(f"teacher checkpoint {teacher_path} (named in {args.config_path}) not found; "
+                        f"pass --teacher with the checkpoint the search used")
+    if file_sha256(teacher_path) != res["teacher"]["sha256"]:
+        raise UserError(f"teacher {teacher_path} is not the checkpoint the search used (sha256 differs); "
+                        f"rerun the search with this teacher, or pass --teacher with the original one")
+    device = resolve_device(args.device)
+    qnet = load_teacher(teacher_path, res["model"]).to(device)
+    data = load_cifar10(args.data, args.cache_dir)
+    tables = {n: torch.tensor(c["table"], dtype=torch.uint8, device=device).float()
+              for n, c in res["best"]["config"].items()}
+
+    print(f"[Eval] {res['model']} | K={res['levels']} | algo {res.get('algo')} | "
+          f"{res.get('episodes')} episodes | teacher {teacher_path}")
+    for name, c in res["best"]["config"].items():
+        note = " (exact: tmax < K)" if c["exact"] else ""
+        print(f"[Eval] {name:<6} tmax {c['tmax']:>3} | b1 {c['b1']:>3} | b2 {c['b2']:>3} | "
+              f"levels {c['n1']}+{c['n2']}+{c['n3']}{note}")
+    acc_t = accuracy(qnet, data.test_x, data.test_y, device)
+    acc_s = accuracy(qnet, data.test_x, data.test_y, device, tables=tables)
+    print(f"[Eval] Teacher {acc_t:.2f}% | Student {acc_s:.2f}% | Drop {acc_t - acc_s:.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

@@ -1,0 +1,70 @@
+"""The search's result file (TAP.md section 7): writing it atomically, reading it strictly."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from models import MODEL_NAMES
+from models.errors import UserError
+from quant.tap import TapParams, build_table
+
+FORMAT = "tapquant-result"
+RESULT_DIR = "tri_ppo_int_codes"
+
+
+def result_path(out_dir: str | os.PathLike, result_file: str) -> Path:
+    p = Path(result_file)
+    return p if p.is_absolute() or p.parent != Path(".") else Path(out_dir) / RESULT_DIR / p
+
+
+def write_result(path: str | os.PathLike, result: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+
+
+def read_result(path: str | os.PathLike) -> dict:
+    """Loads a result file and checks everything evaluate relies on; UserError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"result file {path} not found; make it with: python -m agents.search --result-file {path.name}")
+    try:
+        res = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"result file {path} is not valid JSON ({e}); rerun the search to re-create it") from None
+
+    def bad(what: str):
+        return UserError(f"result file {path} is malformed: {what}; rerun the search to re-create it")
+
+    if not isinstance(res, dict) or res.get("format") != FORMAT:
+        raise bad(f"no '{FORMAT}' header")
+    for key in ("model", "teacher", "levels", "best", "layers"):
+        if key not in res:
+            raise bad(f"missing '{key}'")
+    if res["model"] not in MODEL_NAMES:
+        raise bad(f"unknown model {res['model']!r}")
+    teacher = res["teacher"]
+    if not isinstance(teacher, dict) or not isinstance(teacher.get("path"), str) or not isinstance(teacher.get("sha256"), str):
+        raise bad("'teacher' must hold 'path' and 'sha256'")
+    best = res["best"]
+    if not isinstance(best, dict) or not isinstance(best.get("config"), dict):
+        raise bad("'best' must hold 'config'")
+    for name, cfg in best["config"].items():
+        try:
+            params = TapParams(**{k: cfg[k] for k in TapParams.__dataclass_fields__})
+            table = [int(v) for v in cfg["table"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise bad(f"layer {name!r}: {e}")
+        if len(table) != 256 or any(not 0 <= v <= 255 for v in table):
+            raise bad(f"layer {name!r}: the table must hold 256 codes in 0..255")
+        try:
+            rebuilt = build_table(params).tolist()
+        except ValueError as e:
+            raise bad(f"layer {name!r}: {e}")
+        if rebuilt != table:
+            raise bad(f"layer {name!r}: the table does not match its parameters")
+    return res

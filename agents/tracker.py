@@ -1,0 +1,79 @@
+"""Best-so-far tracking, progress bar and per-episode logging, outside the env.
+
+`SearchTracker` reads the `info` of finished episodes, whichever learner
+produced them (an SB3 algorithm through `TrackerCallback`, or the random
+baseline directly), so every algorithm is judged the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm import tqdm
+
+
+class SearchTracker:
+    def __init__(self, episodes: int, logger=None, show_progress: bool = True, done: int = 0,
+                 best: dict | None = None, rewards: list | None = None):
+        self.episodes_target = episodes
+        self.episodes = done
+        self.best = best  # the best episode's summary (reward terms + config)
+        self.rewards = list(rewards or [])
+        self.logger = logger  # an SB3 Logger (TensorBoard, and W&B through sync_tensorboard)
+        self.bar = tqdm(total=episodes, initial=done, desc="[Search]", unit="ep", disable=not show_progress)
+
+    def on_episode(self, info: dict, step: int) -> None:
+        self.episodes += 1
+        self.rewards.append(float(info["reward"]))
+        if self.best is None or info["reward"] > self.best["reward"]:
+            self.best = {k: info[k] for k in ("reward", "acc_teacher", "acc_student", "drop", "att",
+                                              "att_per_layer")}
+            self.best["episode"] = self.episodes
+            self.best["config"] = {n: {k: (np.asarray(v).tolist() if k == "table" else v) for k, v in c.items()}
+                                   for n, c in info["config"].items()}
+        if self.logger is not None:
+            for key in ("reward", "drop", "att", "acc_student"):
+                self.logger.record(f"episode/{key}", float(info[key]))
+            self.logger.record("episode/best_reward", float(self.best["reward"]))
+            self.logger.record("episode/best_drop", float(self.best["drop"]))
+            self.logger.record("episode/count", self.episodes)
+            self.logger.dump(step)
+        self.bar.set_postfix(best_reward=f"{self.best['reward']:.3f}", best_drop=f"{self.best['drop']:.2f}")
+        self.bar.update(1)
+
+    def update(self, infos, dones, step: int) -> None:
+        for info, done in zip(infos, dones):
+            if done and "config" in info:
+                self.on_episode(info, step)
+
+    @property
+    def finished(self) -> bool:
+        return self.episodes >= self.episodes_target
+
+    def state(self) -> dict:
+        return {"episodes": self.episodes, "best": self.best, "rewards": self.rewards}
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class TrackerCallback(BaseCallback):
+    """Feeds finished episodes to the tracker; stops learning at the episode budget
+    and calls `on_checkpoint` every `every` episodes (resumable searches)."""
+
+    def __init__(self, tracker: SearchTracker, on_checkpoint=None, every: int = 100):
+        super().__init__()
+        self.tracker = tracker
+        self.on_checkpoint = on_checkpoint
+        self.every = every
+        self._last_ckpt = tracker.episodes
+
+    def _on_training_start(self) -> None:
+        self.tracker.logger = self.logger
+
+    def _on_step(self) -> bool:
+        self.tracker.update(self.locals["infos"], self.locals["dones"], self.num_timesteps)
+        if self.on_checkpoint and self.tracker.episodes - self._last_ckpt >= self.every:
+            self._last_ckpt = self.tracker.episodes
+            self.on_checkpoint()
+        return not self.tracker.finished

@@ -1,0 +1,67 @@
+"""Checkpoints: atomic writes, metadata, `weights_only=True` loads, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from models.errors import UserError
+
+FORMAT = "tapquant-checkpoint"
+STAGE_FILES = {"float": "{model}_float_unfused.pth", "qat": "{model}_qat_preconvert.pth"}
+STAGE_COMMANDS = {"float": "python train_baselines.py float --model {model}",
+                  "qat": "python train_baselines.py qat --model {model}"}
+
+
+def checkpoint_path(out_dir: str | os.PathLike, model: str, stage: str) -> Path:
+    """The guide's file names: outputs/lenet5_float_unfused.pth, outputs/lenet5_qat_preconvert.pth."""
+    return Path(out_dir) / STAGE_FILES[stage].format(model=model)
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same directory, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path, model: str, stage: str, state_dict: dict, meta: dict, train_state: dict | None = None):
+    atomic_save({"format": FORMAT, "model": model, "stage": stage, "state_dict": state_dict,
+                 "meta": meta, "train_state": train_state}, path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, model: str | None = None, stage: str | None = None) -> dict:
+    """Loads and validates a checkpoint; `model`/`stage` (if given) must match."""
+    path = Path(path)
+    make = STAGE_COMMANDS.get(stage or "", "").format(model=model or "<model>")
+    if not path.is_file():
+        hint = f"; make it with: {make}" if make else ""
+        raise UserError(f"checkpoint {path} not found{hint}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, unsafe pickle, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read checkpoint {path} ({first}); it is corrupted or not a TapQuant "
+                        f"checkpoint; delete it and re-create it" + (f" with: {make}" if make else "")) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path} is not a TapQuant checkpoint (no '{FORMAT}' header)")
+    if model is not None and ckpt["model"] != model:
+        raise UserError(f"checkpoint {path} holds a {ckpt['model']} model, but --model is {model}; "
+                        f"pass the {model} checkpoint or --model {ckpt['model']}")
+    if stage is not None and ckpt["stage"] != stage:
+        raise UserError(f"checkpoint {path} is a {ckpt['stage']} checkpoint, expected {stage}"
+                        + (f"; make one with: {make}" if make else ""))
+    return ckpt

@@ -1,0 +1,58 @@
+"""INT8 fake quantization with straight-through gradients (TAP.md section 3).
+
+  * weights: signed 8-bit, symmetric, per output channel, codes -127..127;
+  * post-ReLU activations: unsigned 8-bit codes 0..255 per tensor, zero point
+    0, `q = clamp(round(y / s), 0, 255)`; the next layer reads `s * q`;
+  * biases: int32 on the accumulator's grid `s_in * s_w` (as integer kernels
+    add them), so the float simulation and the integer-only reference agree.
+
+Rounding is round-half-to-even (torch.round) everywhere, in the integer
+reference too.
+"""
+
+from __future__ import annotations
+
+import torch
+
+W_QMAX = 127
+A_QMAX = 255
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """round() forward, identity backward."""
+    if not x.requires_grad:  # inference (the search's hot path): skip the STE arithmetic
+        return torch.round(x)
+    return x + (torch.round(x) - x).detach()
+
+
+def weight_scale(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric scale so that max |w| maps to 127."""
+    amax = w.detach().flatten(1).abs().amax(dim=1)
+    return torch.clamp(amax, min=1e-8) / W_QMAX
+
+
+def weight_codes(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int8 codes (as float, STE) of `w` for per-channel `scale`."""
+    s = scale.view(-1, *([1] * (w.dim() - 1)))
+    return torch.clamp(ste_round(w / s), -W_QMAX, W_QMAX)
+
+
+def fake_quant_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (dequantised weight, per-channel scale)."""
+    scale = weight_scale(w)
+    return weight_codes(w, scale) * scale.view(-1, *([1] * (w.dim() - 1))), scale
+
+
+def fake_quant_bias(b: torch.Tensor, acc_scale: torch.Tensor) -> torch.Tensor:
+    """Bias rounded to the int32 accumulator grid `acc_scale = s_in * s_w`."""
+    return ste_round(b / acc_scale) * acc_scale
+
+
+def activation_codes(y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """uint8 codes (as float) of non-negative `y`; gradient passes inside [0, 255*s]."""
+    return ste_round(torch.clamp(y / scale, 0, A_QMAX))
+
+
+def input_codes(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Signed int8 codes of the normalised network input (fixed symmetric scale)."""
+    return torch.clamp(torch.round(x / scale), -W_QMAX, W_QMAX)

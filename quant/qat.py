@@ -1,0 +1,163 @@
+"""The INT8 model: quantization-aware training and the student hooks.
+
+`QuantNet` wraps a float `StagedNet` chain (BatchNorm folded into the convs)
+and simulates INT8 inference in float (fake quantization, quant/fake_quant.py):
+
+    input  -> int8 codes (fixed scale)
+    layer  -> int8 per-channel weights, int32 bias, ReLU,
+              uint8 codes q = clamp(round(y / s), 0, 255)   <- record point
+              [optional lookup table T: q -> T[q]]          <- the TAP student
+              max-pool on codes, next layer reads s * q
+    classifier -> float logits (fc3 is never approximated)
+
+Activation scales `s` are observed (EMA of the batch max, like PyTorch's
+MovingAverageMinMaxObserver) while `observing` is on and frozen after.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from models.data import input_abs_max
+from models.net import Stage, StagedNet
+from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,
+                              input_codes)
+
+EMA = 0.01  # observer averaging constant
+
+
+def pool_codes(q: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pool (stride 2) for float and integer code tensors alike.
+
+    Two strided maxima: ~5x faster than F.max_pool2d or a reshape + amax on
+    the CPU for the search's 5,000-image batches, and exact for codes.
+    """
+    r = torch.maximum(q[..., 0::2, :], q[..., 1::2, :])
+    return torch.maximum(r[..., 0::2], r[..., 1::2])
+
+
+def apply_table(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Replaces each code c by table[c] (a 256-entry lookup table).
+
+    index_select with int32 indices: plain `table[q.long()]` is ~4x slower
+    here, mostly in the int64 conversion.
+    """
+    table = table.to(device=q.device, dtype=q.dtype if q.dtype.is_floating_point else table.dtype)
+    return table.index_select(0, q.to(torch.int32).flatten()).view(q.shape)
+
+
+class QuantNet(nn.Module):
+    def __init__(self, float_model: StagedNet):
+        super().__init__()
+        self.model_name = float_model.model_name
+        self.stages: list[Stage] = list(float_model.stages)
+        self.weights = nn.ParameterDict()
+        self.biases = nn.ParameterDict()
+        for st in self.stages:
+            layer = getattr(float_model, st.name)
+            w, b = layer.weight.detach().clone(), layer.bias.detach().clone()
+            if st.bn:  # fold BatchNorm (running statistics) into the conv
+                bn = getattr(float_model, f"{st.name}_bn")
+                g = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+                w = w * g.view(-1, 1, 1, 1)
+                b = (b - bn.running_mean) * g + bn.bias.detach()
+            self.weights[st.name] = nn.Parameter(w)
+            self.biases[st.name] = nn.Parameter(b)
+        # EMA of the post-ReLU max per quantized layer; scale = act_max / 255.
+        self.register_buffer("act_max", torch.zeros(len(self.quant_layers)))
+        self.observing = True
+        self.input_scale = input_abs_max() / W_QMAX
+
+    # ---- structure ---------------------------------------------------------------
+    @property
+    def quant_layers(self) -> list[str]:
+        return [st.name for st in self.stages if not st.classifier]
+
+    def stage_index(self, name: str) -> int:
+        return [st.name for st in self.stages].index(name)
+
+    def act_scale(self, i: int) -> torch.Tensor:
+        return self.act_max[i] / A_QMAX
+
+    def in_scale(self, i: int) -> torch.Tensor | float:
+        """Scale of the codes that stage i reads."""
+        return self.input_scale if i == 0 else self.act_scale(i - 1)
+
+    # ---- one stage ---------------------------------------------------------------
+    def linear_part(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """int8 weights x codes + int32 bias, in float (dequantised values)."""
+        st = self.stages[i]
+        w, w_scale = fake_quant_weight(self.weights[st.name])
+        b = fake_quant_bias(self.biases[st.name], w_scale * self.in_scale(i))
+        if st.flatten:
+            h = h.flatten(1)
+        if st.kind == "conv":
+            return F.conv2d(h, w, b, padding=st.padding)
+        return F.linear(h, w, b)
+
+    def codes(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """uint8 codes (float tensor) of stage i's post-ReLU output for input `h`.
+
+        ReLU is the clamp at code 0 (same values and gradients as relu first).
+        """
+        y = self.linear_part(i, h)
+        if self.training and self.observing:
+            with torch.no_grad():
+                m = y.detach().amax().clamp_min(0)
+                cur = self.act_max[i]
+                self.act_max[i] = torch.where(cur > 0, (1 - EMA) * cur + EMA * m, m)
+        if self.act_max[i] <= 0:
+            raise RuntimeError(f"activation scale of {self.stages[i].name} is not calibrated; "
+                               "run a training-mode forward pass first")
+        if not y.requires_grad:  # inference: in place, no temporaries (the search's hot path)
+            return y.div_(self.act_scale(i)).clamp_(0, A_QMAX).round_()
+        return activation_codes(y, self.act_scale(i))
+
+    def next_input(self, i: int, q: torch.Tensor) -> torch.Tensor:
+        """What stage i+1 reads: s * (max-pooled) codes."""
+        if self.stages[i].pool:
+            q = pool_codes(q)
+        return q * self.act_scale(i)
+
+    # ---- whole chain -------------------------------------------------------------
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        return input_codes(x, self.input_scale) * self.input_scale
+
+    def forward(self, x: torch.Tensor, tables: dict | None = None, record: dict | None = None) -> torch.Tensor:
+        return self.forward_from(0, self.quantize_input(x), tables, record)
+
+    def forward_from(self, start: int, h: torch.Tensor | None, tables: dict | None = None,
+                     record: dict | None = None, start_codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Runs stages start.. and returns logits.
+
+        `h` is what stage `start` reads; or pass `start_codes`, stage start's
+        own (teacher) codes, to skip recomputing it (the search's cache).
+        `tables` maps layer name -> 256-entry table applied to its codes;
+        `record` collects each quantized layer's (possibly tabled) codes.
+        """
+        for i in range(start, len(self.stages)):
+            st = self.stages[i]
+            if st.classifier:
+                return self.linear_part(i, h)
+            q = start_codes if (i == start and start_codes is not None) else self.codes(i, h)
+            if tables and st.name in tables:
+                q = apply_table(q, tables[st.name])
+            if record is not None:
+                record[st.name] = q
+            h = self.next_input(i, q)
+        raise AssertionError("unreachable: the last stage is the classifier")
+
+    @torch.no_grad()
+    def calibrate(self, batches) -> None:
+        """Initialises the activation observers from float-model batches."""
+        was = self.training
+        self.train()
+        for x, _ in batches:
+            self(x)
+        self.train(was)
+
+
+def qat_from_float(float_model: StagedNet) -> QuantNet:
+    return QuantNet(float_model)

@@ -1,0 +1,122 @@
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs
+from envs import ENV_IDS
+from envs.problem import TapProblem
+from envs.tap_env import TapQuantEnv
+from models import build_model, quant_layer_names
+from models.checkpoint import save_checkpoint
+from models.errors import UserError
+from quant.qat import QuantNet
+from quant.tap import identity_table
+
+
+def env_kwargs(out_dir, data, cache, **kw):
+    base = dict(out_dir=str(out_dir), data=str(data), cache_dir=str(cache), search_size=60, calib_batches=2)
+    base.update(kw)
+    return base
+
+
+def test_gym_make_registered_id(tiny_teacher, tiny_tar, cache_dir):
+    env = gym.make("TapQuant-LeNet5-v0", **env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs) and info["layer"] == "conv1"
+    assert env.spec.max_episode_steps == 4
+    rewards = []
+    for t in range(4):
+        obs, r, term, trunc, info = env.step(env.action_space.sample())
+        rewards.append(r)
+        assert term == (t == 3) and not trunc
+    assert rewards[:3] == [0.0, 0.0, 0.0]
+    for key in ("drop", "att", "att_per_layer", "acc_teacher", "acc_student", "reward", "config"):
+        assert key in info
+    assert rewards[3] == pytest.approx(-(info["drop"] + 50.0 * info["att"]))
+    assert set(info["config"]) == {"conv1", "conv2", "fc1", "fc2"}
+    assert all(len(c["table"]) == 256 for c in info["config"].values())
+    assert set(info["att_per_layer"]) == {"conv2", "fc1"}
+
+
+def test_envs_prefix_form_works(tiny_teacher, tiny_tar, cache_dir):
+    env = gym.make("envs:TapQuant-LeNet5-v0", **env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+    assert env.reset()[0].shape == env.observation_space.shape
+
+
+def test_both_env_checkers_pass_without_warnings(tiny_teacher, tiny_tar, cache_dir):
+    from gymnasium.utils.env_checker import check_env as gym_check
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
+    env = TapQuantEnv(**env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check(env, skip_render_check=True)
+        sb3_check(env, warn=True)
+
+
+def test_seeded_determinism(tiny_teacher, tiny_tar, cache_dir):
+    def run(seed):
+        env = TapQuantEnv(**env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+        env.action_space.seed(seed)
+        out = [env.reset(seed=seed)[0]]
+        for _ in range(4):
+            o, r, *_ = env.step(env.action_space.sample())
+            out.append(o)
+        return np.concatenate(out), r
+
+    a, ra = run(3)
+    b, rb = run(3)
+    assert np.array_equal(a, b) and ra == rb
+
+
+def test_identity_tables_score_exactly_as_teacher(tiny_teacher, tiny_tar, cache_dir):
+    p = TapProblem(**env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+    ident = {n: identity_table() for n in p.layers}
+    s = p._score(ident)  # bypass the memo: really run the student
+    assert s.drop == 0.0 and s.att == 0.0 and s.acc_student == p.acc_teacher
+    # and the scorer agrees with a plain full forward of the student model
+    harsh = {n: np.minimum(np.arange(256), 2).astype(np.uint8) for n in p.layers}
+    fast = p._score(harsh)
+    from models.data import load_cifar10
+    from models.metrics import accuracy
+    d = load_cifar10(tiny_tar, cache_dir)
+    x, y = d.train_x[p.search_idx], d.train_y[p.search_idx]
+    full = accuracy(p.qnet, x, y, "cpu", tables={n: torch.tensor(t).float() for n, t in harsh.items()})
+    assert fast.acc_student == pytest.approx(full)
+    assert fast.att > 0
+
+
+def test_conv_only_layers(tiny_teacher, tiny_tar, cache_dir):
+    env = TapQuantEnv(**env_kwargs(tiny_teacher, tiny_tar, cache_dir, layers=["conv2", "conv1"]))
+    assert env.layers == ["conv1", "conv2"]
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    _, _, term, _, info = env.step(env.action_space.sample())
+    assert term and set(info["config"]) == {"conv1", "conv2"}
+
+
+def test_missing_teacher_names_the_command(tmp_path, tiny_tar, cache_dir):
+    with pytest.raises(UserError, match="python train_baselines.py qat --model lenet5"):
+        TapQuantEnv(**env_kwargs(tmp_path, tiny_tar, cache_dir))
+
+
+@pytest.mark.parametrize("model", ["alexnet", "vgg16", "vgg19"])
+def test_every_registered_id_constructs(model, tmp_path, tiny_tar, cache_dir):
+    torch.manual_seed(0)
+    q = QuantNet(build_model(model))
+    q.calibrate([(torch.randn(8, 3, 32, 32), None)])
+    save_checkpoint(tmp_path / f"{model}_qat_preconvert.pth", model, "qat", q.state_dict(),
+                    {"complete": True, "epochs": 0, "epochs_done": 0})
+    env = gym.make(ENV_IDS[model], **env_kwargs(tmp_path, tiny_tar, cache_dir, search_size=20, calib_batches=1))
+    assert env.spec.max_episode_steps == len(quant_layer_names(model))
+    env.reset(seed=0)
+    steps = 0
+    term = False
+    while not term:
+        _, r, term, _, info = env.step(env.action_space.sample())
+        steps += 1
+    assert steps == len(quant_layer_names(model)) and np.isfinite(r)
+    assert envs.ENV_IDS[model] in gym.registry

@@ -1,0 +1,53 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models import ATTENTION_LAYERS, MODEL_NAMES, build_model, quant_layer_names
+from models.errors import UserError
+from tests.conftest import ROOT
+
+EXPECTED_LAYERS = {
+    "lenet5": ["conv1", "conv2", "fc1", "fc2"],
+    "alexnet": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"],
+    "vgg16": [f"conv{i}" for i in range(1, 14)],
+    "vgg19": [f"conv{i}" for i in range(1, 17)],
+}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_shapes_and_layer_lists(name):
+    m = build_model(name)
+    assert m.quant_layers == EXPECTED_LAYERS[name] == quant_layer_names(name)
+    assert set(ATTENTION_LAYERS[name]) <= set(m.quant_layers)
+    rec = {}
+    out = m(torch.randn(2, 3, 32, 32), record=rec)
+    assert out.shape == (2, 10)
+    assert len(rec) == len(EXPECTED_LAYERS[name])
+    assert all((v >= 0).all() for v in rec.values())  # record points are post-ReLU
+
+
+def test_lenet5_is_the_guides_architecture():
+    m = build_model("lenet5")
+    shapes = {n: tuple(getattr(m, n).weight.shape) for n in ("conv1", "conv2", "fc1", "fc2", "fc3")}
+    assert shapes == {"conv1": (6, 3, 5, 5), "conv2": (16, 6, 5, 5), "fc1": (120, 400), "fc2": (84, 120),
+                      "fc3": (10, 84)}
+    rec = {}
+    m(torch.randn(1, 3, 32, 32), record=rec)
+    assert {k: tuple(v.shape) for k, v in rec.items()} == {
+        "block_output.conv1": (1, 6, 28, 28), "block_output.conv2": (1, 16, 10, 10),
+        "classifier.fc1.out": (1, 120), "classifier.fc2.out": (1, 84)}
+    assert 60_000 < sum(p.numel() for p in m.parameters()) < 65_000
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(UserError, match="lenet5"):
+        build_model("resnet")
+
+
+def test_debug_command_prints_shapes_and_record_points():
+    r = subprocess.run([sys.executable, "-m", "models.lenet5"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for needle in ("block_output.conv1", "block_output.conv2", "classifier.fc1.out", "classifier.fc2.out",
+                   "(1, 6, 28, 28)", "(1, 400)", "(1, 10)"):
+        assert needle in r.stdout

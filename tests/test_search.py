@@ -1,0 +1,125 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from agents import evaluate, search
+from agents.result import read_result
+from models.cli import run_main
+from models.errors import UserError
+from tests.conftest import ROOT
+
+
+def common(out, data, cache):
+    return ["--out-dir", str(out), "--data", str(data), "--cache-dir", str(cache), "--search-size", "60",
+            "--calib-batches", "2", "--no-progress"]
+
+
+@pytest.mark.parametrize("algo,episodes", [("ppo", 100), ("sac", 75)])
+def test_real_learner_writes_a_valid_result_and_evaluate_reads_it(algo, episodes, tiny_teacher, tiny_tar,
+                                                                  cache_dir, capsys):
+    rc = run_main(search.main, ["--algo", algo, "--episodes", str(episodes), "--result-file", f"{algo}.json",
+                                *common(tiny_teacher, tiny_tar, cache_dir)])
+    assert rc == 0
+    path = tiny_teacher / "tri_ppo_int_codes" / f"{algo}.json"
+    res = read_result(path)
+    assert res["complete"] and res["episodes"] == episodes and res["algo"] == algo
+    assert len(res["reward_history"]) == episodes
+    assert res["best"]["reward"] == pytest.approx(max(res["reward_history"]))
+    assert set(res["best"]["config"]) == {"conv1", "conv2", "fc1", "fc2"}
+    assert res["teacher"]["sha256"] and res["levels"] == 16 and res["attention_weight"] == 50.0
+    assert not (tiny_teacher / "tri_ppo_int_codes" / f"{algo}.ckpt").exists()
+    assert any((tiny_teacher / "tb" / algo).rglob("events.out.tfevents.*"))
+    capsys.readouterr()
+    assert run_main(evaluate.main, ["--config-path", str(path), "--data", str(tiny_tar),
+                                    "--cache-dir", str(cache_dir)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("[Eval] Teacher ") and "| Student " in out[-1] and "| Drop " in out[-1]
+    assert any("conv1" in l and "tmax" in l for l in out)
+
+
+def test_random_baseline_conv_only_and_levels(tiny_teacher, tiny_tar, cache_dir):
+    assert run_main(search.main, ["--algo", "random", "--episodes", "30", "--layers", "conv1,conv2", "--levels", "4",
+                                  "--result-file", "rnd.json", *common(tiny_teacher, tiny_tar, cache_dir)]) == 0
+    res = read_result(tiny_teacher / "tri_ppo_int_codes" / "rnd.json")
+    assert res["layers"] == ["conv1", "conv2"] and res["levels"] == 4 and res["episodes"] == 30
+    assert all(c["n1"] + c["n2"] + c["n3"] == 3 for c in res["best"]["config"].values())
+
+
+def test_search_resumes_after_interruption(tiny_teacher, tiny_tar, cache_dir, monkeypatch):
+    calls = {"n": 0}
+    real = search.SearchTracker.on_episode
+
+    def interrupt_at_150(self, info, step):
+        real(self, info, step)
+        calls["n"] += 1
+        if self.episodes == 150:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(search.SearchTracker, "on_episode", interrupt_at_150)
+    args = ["--algo", "ppo", "--episodes", "200", "--result-file", "res.json", *common(tiny_teacher, tiny_tar, cache_dir)]
+    assert run_main(search.main, args) == 130
+    ckpt = tiny_teacher / "tri_ppo_int_codes" / "res.ckpt"
+    assert json.loads((ckpt / "tracker.json").read_text())["tracker"]["episodes"] == 150
+    assert not read_result(tiny_teacher / "tri_ppo_int_codes" / "res.json")["complete"]
+    monkeypatch.setattr(search.SearchTracker, "on_episode", real)
+    assert run_main(search.main, args + ["--resume"]) == 0
+    res = read_result(tiny_teacher / "tri_ppo_int_codes" / "res.json")
+    assert res["complete"] and res["episodes"] == 200 and len(res["reward_history"]) == 200
+
+
+def test_wandb_offline_writes_its_run_directory(tiny_teacher, tiny_tar, cache_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lenet5_qat_preconvert.pth").symlink_to(tiny_teacher / "lenet5_qat_preconvert.pth")
+    assert run_main(search.main, ["--algo", "random", "--episodes", "20", "--wandb", "offline",
+                                  *common(out, tiny_tar, cache_dir)]) == 0
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert runs and any(runs[0].rglob("*.wandb"))
+
+
+def test_search_bad_inputs(tiny_teacher, tiny_tar, cache_dir, tmp_path):
+    with pytest.raises(UserError, match="python train_baselines.py"):
+        search.main(["--episodes", "5", *common(tmp_path, tiny_tar, cache_dir)])
+    with pytest.raises(UserError, match="not quantized layers of lenet5"):
+        search.main(["--layers", "fc3", *common(tiny_teacher, tiny_tar, cache_dir)])
+    with pytest.raises(UserError, match="levels"):
+        search.main(["--levels", "3", *common(tiny_teacher, tiny_tar, cache_dir)])
+    bad_yaml = tmp_path / "hp.yml"
+    bad_yaml.write_text("lenet5: {n_stepz: 3}\n")
+    with pytest.raises(UserError, match="bad hyperparameter"):
+        search.main(["--hyperparams", str(bad_yaml), "--episodes", "5", *common(tiny_teacher, tiny_tar, cache_dir)])
+    r = subprocess.run([sys.executable, "-m", "agents.search", "--episodes", "0"], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "positive integer" in r.stderr
+
+
+def test_evaluate_refuses_bad_result_files(tiny_teacher, tiny_tar, cache_dir, tmp_path):
+    run_main(search.main, ["--algo", "random", "--episodes", "10", "--result-file", "ok.json",
+                           *common(tiny_teacher, tiny_tar, cache_dir)])
+    good = json.loads((tiny_teacher / "tri_ppo_int_codes" / "ok.json").read_text())
+
+    def ev(doc, *extra):
+        p = tmp_path / "r.json"
+        p.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+        r = subprocess.run([sys.executable, "-m", "agents.evaluate", "--config-path", str(p), "--data", str(tiny_tar),
+                            "--cache-dir", str(cache_dir), *extra], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        return r.stderr
+
+    assert "not valid JSON" in ev("{oops")
+    assert "malformed" in ev({k: v for k, v in good.items() if k != "best"})
+    tampered = json.loads(json.dumps(good))
+    next(iter(tampered["best"]["config"].values()))["table"][5] = 200
+    assert "does not match its parameters" in ev(tampered)
+    assert "is a lenet5 result, but --model is vgg16" in ev(good, "--model", "vgg16")
+    wrong_sha = json.loads(json.dumps(good))
+    wrong_sha["teacher"]["sha256"] = "0" * 64
+    assert "sha256 differs" in ev(wrong_sha)
+    other = json.loads(json.dumps(good))
+    other["model"] = "alexnet"
+    assert "alexnet" in ev(other)

@@ -1,0 +1,89 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.errors import UserError
+from tests.conftest import ROOT, train_args
+from train_baselines import train
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "train_baselines.py", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_float_and_qat_one_epoch_through_the_cli(tmp_path, tiny_tar, cache_dir):
+    common = ["--data", str(tiny_tar), "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path), "--device", "cpu",
+              "--batch-size", "64"]
+    r = run_cli("float", "--epochs", "1", *common)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert any(l.startswith("[Float] Epoch 1 | Val Acc ") for l in lines)
+    assert lines[-1].startswith("[Float] Test Acc ") and lines[-1].endswith("%")
+    assert (tmp_path / "lenet5_float_unfused.pth").is_file()
+    r = run_cli("qat", "--qat-epochs", "1", *common)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert any(l.startswith("[QAT] Epoch 1 | Val Acc ") for l in lines)
+    assert lines[-1].startswith("[QAT] Test Acc ")
+    ck = load_checkpoint(tmp_path / "lenet5_qat_preconvert.pth", "lenet5", "qat")
+    assert ck["meta"]["complete"] and ck["meta"]["data_hash"] and ck["meta"]["seed"] == 0
+    assert "act_max" in ck["state_dict"] and (ck["state_dict"]["act_max"] > 0).all()
+
+
+def test_checkpoint_round_trip_and_wrong_model_or_stage(tiny_teacher, tmp_path):
+    path = tiny_teacher / "lenet5_float_unfused.pth"
+    ck = load_checkpoint(path, "lenet5", "float")
+    assert ck["meta"]["epochs"] == 2 and ck["meta"]["complete"]
+    save_checkpoint(tmp_path / "copy.pth", "lenet5", "float", ck["state_dict"], ck["meta"])
+    again = load_checkpoint(tmp_path / "copy.pth", "lenet5", "float")
+    assert all(torch.equal(again["state_dict"][k], v) for k, v in ck["state_dict"].items())
+    with pytest.raises(UserError, match="holds a lenet5 model, but --model is vgg16"):
+        load_checkpoint(path, "vgg16", "float")
+    with pytest.raises(UserError, match="is a float checkpoint, expected qat"):
+        load_checkpoint(path, "lenet5", "qat")
+
+
+def test_bad_checkpoints_are_one_line_errors(tiny_teacher, tiny_tar, tmp_path):
+    corrupt = tmp_path / "lenet5_float_unfused.pth"
+    corrupt.write_bytes((tiny_teacher / "lenet5_float_unfused.pth").read_bytes()[:300])
+    r = run_cli("qat", "--data", str(tiny_tar), "--out-dir", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "corrupted" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    empty = tmp_path / "none"
+    r = run_cli("qat", "--data", str(tiny_tar), "--out-dir", str(empty))
+    assert r.returncode == 2 and "python train_baselines.py float --model lenet5" in r.stderr
+    r = run_cli("qat", "--model", "vgg16", "--data", str(tiny_tar),
+                "--float-checkpoint", str(tiny_teacher / "lenet5_float_unfused.pth"))
+    assert r.returncode == 2 and "holds a lenet5 model" in r.stderr
+
+
+@pytest.mark.parametrize("flag", [["--epochs", "0"], ["--epochs", "-3"], ["--lr", "abc"], ["--batch-size", "0"],
+                                  ["--model", "resnet"], ["--device", "tpu"]])
+def test_nonsense_flags_are_rejected(flag):
+    r = run_cli("float", *flag)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "usage:" in r.stderr
+
+
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny_tar, cache_dir):
+    full = train(train_args("float", tmp_path / "a", tiny_tar, cache_dir, epochs=3))
+
+    def stop_after_two(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, epochs=3), on_epoch_end=stop_after_two)
+    partial = load_checkpoint(tmp_path / "b" / "lenet5_float_unfused.pth", "lenet5", "float")
+    assert partial["meta"]["epochs_done"] == 2 and not partial["meta"]["complete"]
+    with pytest.raises(UserError, match="epochs=3, now 4"):
+        train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, epochs=4, resume=True))
+    resumed = train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, epochs=3, resume=True))
+    a = load_checkpoint(tmp_path / "a" / "lenet5_float_unfused.pth")["state_dict"]
+    b = load_checkpoint(tmp_path / "b" / "lenet5_float_unfused.pth")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test_acc"] == full["test_acc"]
+    with pytest.raises(UserError, match="already complete"):
+        train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, epochs=3, resume=True))

@@ -1,0 +1,177 @@
+"""Trains the two teachers the TAP search wraps (the guide's steps 1 and 2).
+
+    python train_baselines.py float --model lenet5 --epochs 30
+    python train_baselines.py qat   --model lenet5 --qat-epochs 10
+
+`float` writes outputs/<model>_float_unfused.pth; `qat` initialises an INT8
+model from it (quant/qat.py) and writes outputs/<model>_qat_preconvert.pth.
+Both save after every epoch (atomically); `--resume` continues an
+interrupted run from its last completed epoch and ends with the same weights
+as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from models import MODEL_NAMES, build_model
+from models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from models.cli import add_common_args, non_negative_float, positive_float, positive_int, resolve_device, run_main
+from models.data import iterate, load_cifar10
+from models.errors import UserError
+from models.metrics import accuracy
+from quant.qat import QuantNet
+
+DEFAULT_LR = {"float": 0.05, "qat": 0.005}
+LABEL = {"float": "Float", "qat": "QAT"}
+WEIGHT_DECAY = 5e-4
+LABEL_SMOOTHING = 0.1
+CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="stage", required=True)
+    for stage, help_ in (("float", "train the float32 teacher"), ("qat", "quantization-aware training (INT8)")):
+        s = sub.add_parser(stage, help=help_)
+        s.add_argument("--model", default="lenet5", choices=MODEL_NAMES)
+        if stage == "float":
+            s.add_argument("--epochs", type=positive_int, default=30, help="float epochs (default 30)")
+        else:
+            s.add_argument("--qat-epochs", dest="epochs", type=positive_int, default=10,
+                           help="QAT epochs (default 10)")
+            s.add_argument("--float-checkpoint", default=None,
+                           help="float model to start from (default: <out-dir>/<model>_float_unfused.pth)")
+        s.add_argument("--lr", type=positive_float, default=None,
+                       help=f"peak learning rate (default {DEFAULT_LR[stage]})")
+        s.add_argument("--weight-decay", type=non_negative_float, default=WEIGHT_DECAY,
+                       help=f"SGD weight decay (default {WEIGHT_DECAY})")
+        s.add_argument("--batch-size", type=positive_int, default=128)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--resume", action="store_true", help="continue an interrupted run of this stage")
+        add_common_args(s)
+    return p
+
+
+def make_optimizer(model: nn.Module, lr: float, wd: float, epochs: int, steps_per_epoch: int, stage: str):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+    total = epochs * steps_per_epoch
+    if stage == "float":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.25)
+    else:  # fine-tuning from a trained model: no warm-up, cosine decay
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    return opt, sched
+
+
+def initial_model(args, data, device) -> nn.Module:
+    torch.manual_seed(args.seed)
+    if args.stage == "float":
+        return build_model(args.model)
+    src = args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float")
+    ckpt = load_checkpoint(src, model=args.model, stage="float")
+    if not ckpt["meta"].get("complete", False):
+        raise UserError(f"float checkpoint {src} is unfinished (epoch {ckpt['meta']['epochs_done']} of "
+                        f"{ckpt['meta']['epochs']}); finish it with: python train_baselines.py float "
+                        f"--model {args.model} --resume")
+    fmodel = build_model(args.model)
+    fmodel.load_state_dict(ckpt["state_dict"])
+    qmodel = QuantNet(fmodel).to(device)
+    train_idx, _ = data.split()
+    # Observers start from the float model's activations on unaugmented training batches.
+    calib = iterate(data.train_x[train_idx[: CALIB_BATCHES * args.batch_size]], data.train_y[train_idx],
+                    args.batch_size, device)
+    qmodel.calibrate(calib)
+    return qmodel
+
+
+def train(args, on_epoch_end=None) -> dict:
+    """Runs one stage; returns the final metadata. `on_epoch_end(epoch)` is a test hook."""
+    device = resolve_device(args.device)
+    lr = args.lr or DEFAULT_LR[args.stage]
+    label = LABEL[args.stage]
+    out = checkpoint_path(args.out_dir, args.model, args.stage)
+    data = load_cifar10(args.data, args.cache_dir, verbose=True)
+    train_idx, val_idx = data.split()
+    train_x, train_y = data.train_x[train_idx], data.train_y[train_idx]
+    val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
+    steps = math.ceil(len(train_x) / args.batch_size)
+
+    model = initial_model(args, data, device).to(device)
+    opt, sched = make_optimizer(model, lr, args.weight_decay, args.epochs, steps, args.stage)
+    gen = torch.Generator().manual_seed(args.seed)
+    meta = {"model": args.model, "stage": args.stage, "epochs": args.epochs, "epochs_done": 0, "lr": lr,
+            "weight_decay": args.weight_decay, "batch_size": args.batch_size, "seed": args.seed, "data_source": data.source,
+            "data_hash": data.source_hash, "history": [], "complete": False}
+    if args.stage == "qat":
+        meta["float_checkpoint"] = str(args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float"))
+
+    if args.resume:
+        ckpt = load_checkpoint(out, model=args.model, stage=args.stage)
+        ts, old = ckpt["train_state"], ckpt["meta"]
+        if old.get("complete"):
+            raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
+        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay"):
+            if old[k] != meta[k]:
+                raise UserError(f"cannot resume {out}: it was started with {k}={old[k]}, now {meta[k]}; "
+                                f"use the same flags, or start over without --resume")
+        if old["data_hash"] != data.source_hash:
+            raise UserError(f"cannot resume {out}: it was trained on another data source ({old['data_source']})")
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ts["optimizer"])
+        sched.load_state_dict(ts["scheduler"])
+        gen.set_state(ts["generator"])
+        meta = old
+        print(f"[{label}] resuming after epoch {meta['epochs_done']} of {meta['epochs']}", flush=True)
+
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+    for epoch in range(meta["epochs_done"] + 1, args.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        if isinstance(model, QuantNet):
+            # Freeze the activation scales for the second half: the last epochs
+            # then train against the exact quantizer the teacher will use.
+            model.observing = epoch <= max(1, args.epochs // 2)
+        total_loss = 0.0
+        bar = tqdm(iterate(train_x, train_y, args.batch_size, device, gen, train=True), total=steps,
+                   desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch")
+        for xb, yb in bar:
+            loss = loss_fn(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.item()
+        val_acc = accuracy(model, val_x, val_y, device)
+        secs = time.perf_counter() - t0
+        meta["history"].append({"epoch": epoch, "val_acc": val_acc, "train_loss": total_loss / steps, "seconds": secs})
+        meta["epochs_done"] = epoch
+        meta["val_acc"] = val_acc
+        save_checkpoint(out, args.model, args.stage, model.state_dict(), meta,
+                        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state()})
+        print(f"[{label}] Epoch {epoch} | Val Acc {val_acc:.2f}% | Loss {total_loss / steps:.4f} | {secs:.1f}s",
+              flush=True)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+
+    test_acc = accuracy(model, data.test_x, data.test_y, device)
+    meta.update(complete=True, test_acc=test_acc)
+    save_checkpoint(out, args.model, args.stage, model.state_dict(), meta, None)
+    print(f"[{label}] saved {out}", flush=True)
+    print(f"[{label}] Test Acc {test_acc:.2f}%", flush=True)
+    return meta
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

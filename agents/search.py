@@ -142,17 +142,17 @@ def main(argv=None) -> int:
     # Build the problem once here: clear errors (missing teacher, bad data) before any subprocess starts.
     problem = TapProblem(**env_kwargs(args, layers))
     layers = problem.layers
-    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     set_random_seed(args.seed)
     if args.n_envs == 1:
-        env = make_vec_env(env_id, n_envs=1, seed=args.seed, env_kwargs={"problem": problem},
-                           vec_env_cls=DummyVecEnv)
-    else:
-        env = make_vec_env(env_id, n_envs=args.n_envs, seed=args.seed, env_kwargs=env_kwargs(args, layers),
-                           vec_env_cls=SubprocVecEnv)
+        env = DummyVecEnv([lambda: Monitor(gym.make(env_id, problem=problem))])
+    else:  # each subprocess builds its own problem (teacher cache) from the same flags
+        kw = env_kwargs(args, layers)
+        env = SubprocVecEnv([lambda: Monitor(gym.make(env_id, **kw)) for _ in range(args.n_envs)])
+    env.seed(args.seed)
 
     state = None
     if args.resume:

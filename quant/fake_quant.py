@@ -32,9 +32,15 @@ def weight_scale(w: torch.Tensor) -> torch.Tensor:
 
 
 def weight_codes(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """int8 codes (as float, STE) of `w` for per-channel `scale`."""
+    """int8 codes (as float, STE) of `w` for per-channel `scale`.
+
+    The scale comes from each channel's max, so nothing is out of range but
+    by rounding error: a plain STE (gradient 1 everywhere) keeps the largest
+    weight of each channel trainable, which a clamp's zero gradient would not.
+    """
     s = scale.view(-1, *([1] * (w.dim() - 1)))
-    return torch.clamp(ste_round(w / s), -W_QMAX, W_QMAX)
+    x = w / s
+    return x + (torch.clamp(torch.round(x), -W_QMAX, W_QMAX) - x).detach()
 
 
 def fake_quant_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

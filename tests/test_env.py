@@ -31,7 +31,9 @@ def test_gym_make_registered_id(tiny_teacher, tiny_tar, cache_dir):
     for t in range(4):
         obs, r, term, trunc, info = env.step(env.action_space.sample())
         rewards.append(r)
-        assert term == (t == 3) and not trunc
+        # TimeLimit (max_episode_steps = 4) also flags the 4th step as truncated;
+        # SB3 only bootstraps when truncated and not terminated.
+        assert term == (t == 3) and (not trunc or t == 3)
     assert rewards[:3] == [0.0, 0.0, 0.0]
     for key in ("drop", "att", "att_per_layer", "acc_teacher", "acc_student", "reward", "config"):
         assert key in info

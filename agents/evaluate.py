@@ -32,33 +32,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    res = read_result(args.config_path)
-    if args.model and res["model"] != args.model:
-        raise UserError(f"{args.config_path} is a {res['model']} result, but --model is {args.model}")
-    teacher_path = Path(args.teacher or res["teacher"]["path"])
+def evaluate_result(config_path, model: str | None = None, teacher: str | None = None, data=None,
+                    cache_dir=None, device: str = "auto", verbose: bool = True) -> dict:
+    """Test-set teacher and student accuracy of a result file; prints the guide's lines when verbose."""
+    res = read_result(config_path)
+    if model and res["model"] != model:
+        raise UserError(f"{config_path} is a {res['model']} result, but --model is {model}")
+    teacher_path = Path(teacher or res["teacher"]["path"])
     if not teacher_path.is_file():
-        raise UserError(f"teacher checkpoint {teacher_path} (named in {args.config_path}) not found; "
+        raise UserError(f"teacher checkpoint {teacher_path} (named in {config_path}) not found; "
                         f"pass --teacher with the checkpoint the search used")
     if file_sha256(teacher_path) != res["teacher"]["sha256"]:
         raise UserError(f"teacher {teacher_path} is not the checkpoint the search used (sha256 differs); "
                         f"rerun the search with this teacher, or pass --teacher with the original one")
-    device = resolve_device(args.device)
-    qnet = load_teacher(teacher_path, res["model"]).to(device)
-    data = load_cifar10(args.data, args.cache_dir)
-    tables = {n: torch.tensor(c["table"], dtype=torch.uint8, device=device).float()
+    dev = resolve_device(device)
+    qnet = load_teacher(teacher_path, res["model"]).to(dev)
+    ds = load_cifar10(data, cache_dir)
+    tables = {n: torch.tensor(c["table"], dtype=torch.uint8, device=dev).float()
               for n, c in res["best"]["config"].items()}
-
-    print(f"[Eval] {res['model']} | K={res['levels']} | algo {res.get('algo')} | "
-          f"{res.get('episodes')} episodes | teacher {teacher_path}")
+    say = print if verbose else (lambda *a, **k: None)
+    say(f"[Eval] {res['model']} | K={res['levels']} | algo {res.get('algo')} | "
+        f"{res.get('episodes')} episodes | teacher {teacher_path}")
     for name, c in res["best"]["config"].items():
         note = " (exact: tmax < K)" if c["exact"] else ""
-        print(f"[Eval] {name:<6} tmax {c['tmax']:>3} | b1 {c['b1']:>3} | b2 {c['b2']:>3} | "
-              f"levels {c['n1']}+{c['n2']}+{c['n3']}{note}")
-    acc_t = accuracy(qnet, data.test_x, data.test_y, device)
-    acc_s = accuracy(qnet, data.test_x, data.test_y, device, tables=tables)
-    print(f"[Eval] Teacher {acc_t:.2f}% | Student {acc_s:.2f}% | Drop {acc_t - acc_s:.2f}%")
+        say(f"[Eval] {name:<6} tmax {c['tmax']:>3} | b1 {c['b1']:>3} | b2 {c['b2']:>3} | "
+            f"levels {c['n1']}+{c['n2']}+{c['n3']}{note}")
+    acc_t = accuracy(qnet, ds.test_x, ds.test_y, dev)
+    acc_s = accuracy(qnet, ds.test_x, ds.test_y, dev, tables=tables)
+    say(f"[Eval] Teacher {acc_t:.2f}% | Student {acc_s:.2f}% | Drop {acc_t - acc_s:.2f}%")
+    return {"teacher": acc_t, "student": acc_s, "drop": acc_t - acc_s}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    evaluate_result(args.config_path, args.model, args.teacher, args.data, args.cache_dir, args.device)
     return 0
 
 

@@ -1,0 +1,97 @@
+"""Training-side speed and INT8 realism figures, one `name: value unit` line each.
+
+    python benchmarks/train_speed.py [--data PATH] [--teacher outputs/lenet5_qat_preconvert.pth]
+
+  * data_prepare_first: decoding the tar.gz into a fresh cache
+  * data_load_cached:   loading it again from the cache
+  * float_epoch_median: one float LeNet-5 epoch (45k images, batch 128, augmentation on, data cached)
+  * qat_epoch_median:   the same for the QAT model, and the ratio to the float epoch
+  * int8_agreement:     share of test images whose prediction from integer-only
+                        arithmetic equals the fake-quant teacher's (needs --teacher)
+
+Run it on a quiet machine: it measures wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import build_model  # noqa: E402
+from models.data import default_data_path, iterate, load_cifar10  # noqa: E402
+from quant.qat import QuantNet  # noqa: E402
+
+
+def epoch_seconds(model, x, y, batch_size: int = 128) -> float:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    t0 = time.perf_counter()
+    for xb, yb in iterate(x, y, batch_size, "cpu", gen, train=True):
+        loss = loss_fn(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=default_data_path())
+    p.add_argument("--teacher", default="outputs/lenet5_qat_preconvert.pth")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per model (median reported)")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        load_cifar10(args.data, cache)
+        print(f"data_prepare_first: {time.perf_counter() - t0:.2f} s")
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            data = load_cifar10(args.data, cache)
+            times.append(time.perf_counter() - t0)
+        print(f"data_load_cached: {statistics.median(times):.2f} s")
+
+    train_idx, _ = data.split()
+    x, y = data.train_x[train_idx], data.train_y[train_idx]
+    torch.manual_seed(0)
+    fmodel = build_model("lenet5")
+    float_t = statistics.median(epoch_seconds(fmodel, x, y) for _ in range(args.epochs))
+    print(f"float_epoch_median: {float_t:.2f} s")
+    qmodel = QuantNet(fmodel)
+    qmodel.calibrate(iterate(x[:1280], y[:1280], 128, "cpu"))
+    qat_t = statistics.median(epoch_seconds(qmodel, x, y) for _ in range(args.epochs))
+    print(f"qat_epoch_median: {qat_t:.2f} s")
+    print(f"qat_over_float_epoch: {qat_t / float_t:.2f} x")
+
+    if Path(args.teacher).is_file():
+        from envs.problem import load_teacher
+        from models.metrics import predict
+        from quant.integer import export_int8, integer_predict
+
+        q = load_teacher(args.teacher, "lenet5")
+        t0 = time.perf_counter()
+        p_int = integer_predict(data.test_x, export_int8(q))
+        int_t = time.perf_counter() - t0
+        p_fq = predict(q, data.test_x, "cpu")
+        print(f"int8_agreement: {100 * (p_int == p_fq).float().mean().item():.2f} % of {len(p_fq)} test images")
+        print(f"int8_test_acc: {100 * (p_int == data.test_y).float().mean().item():.2f} %")
+        print(f"fake_quant_test_acc: {100 * (p_fq == data.test_y).float().mean().item():.2f} %")
+        print(f"int8_inference_test_set: {int_t:.1f} s")
+    else:
+        print(f"int8_agreement: skipped ({args.teacher} not found; train the QAT teacher first)")
+
+
+if __name__ == "__main__":
+    main()

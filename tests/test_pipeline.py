@@ -1,0 +1,18 @@
+from agents import pipeline
+from agents.result import read_result
+from models.cli import run_main
+
+
+def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, tiny_tar, cache_dir, capsys):
+    argv = ["--epochs", "1", "--qat-epochs", "1", "--episodes", "12", "--algo", "random", "--search-size", "60",
+            "--calib-batches", "2", "--data", str(tiny_tar),
+            "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path), "--device", "cpu"]
+    assert run_main(pipeline.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "[Float] Test Acc" in out and "[QAT] Test Acc" in out and "[Search] random | Episodes 12" in out
+    assert out.strip().splitlines()[-1].startswith("[Eval] Teacher ")
+    assert read_result(tmp_path / "tri_ppo_int_codes" / "lenet5_random_result.json")["complete"]
+    assert run_main(pipeline.main, argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipping") == 3 and "[Float] Epoch" not in out
+    assert out.strip().splitlines()[-1].startswith("[Eval] Teacher ")

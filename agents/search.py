@@ -78,6 +78,11 @@ def env_kwargs(args, layers) -> dict:
                 calib_batches=args.calib_batches, device=args.device, data=args.data, cache_dir=args.cache_dir)
 
 
+def resume_key(args) -> dict:
+    """The flags a resumed search must share with the interrupted one."""
+    return {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress", "wandb")}
+
+
 def make_logger(tb_dir: Path):
     from stable_baselines3.common.logger import configure
     return configure(str(tb_dir), ["tensorboard"])
@@ -160,7 +165,7 @@ def main(argv=None) -> int:
         if not state_file.is_file():
             raise UserError(f"no search checkpoint at {ckpt_dir}; run without --resume")
         state = json.loads(state_file.read_text())
-        if state.get("args") != {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress", "wandb")}:
+        if state.get("args") != resume_key(args):
             raise UserError(f"cannot resume {ckpt_dir}: it was started with other flags ({state.get('args')})")
         print(f"[Search] resuming after episode {state['tracker']['episodes']}", flush=True)
 
@@ -185,9 +190,8 @@ def main(argv=None) -> int:
             model.save(ckpt_dir / "model.zip")
             if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
                 model.save_replay_buffer(ckpt_dir / "replay_buffer.pkl")
-        args_d = {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress", "wandb")}
         tmp = ckpt_dir / "tracker.json.tmp"
-        tmp.write_text(json.dumps({"args": args_d, "tracker": tracker.state(), "seconds": time.perf_counter() - t0}))
+        tmp.write_text(json.dumps({"args": resume_key(args), "tracker": tracker.state(), "seconds": time.perf_counter() - t0}))
         tmp.replace(ckpt_dir / "tracker.json")
 
     try:

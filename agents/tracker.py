@@ -68,9 +68,6 @@ class TrackerCallback(BaseCallback):
         self.every = every
         self._last_ckpt = tracker.episodes
 
-    def _on_training_start(self) -> None:
-        self.tracker.logger = self.logger
-
     def _on_step(self) -> bool:
         self.tracker.update(self.locals["infos"], self.locals["dones"], self.num_timesteps)
         if self.on_checkpoint and self.tracker.episodes - self._last_ckpt >= self.every:

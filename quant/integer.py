@@ -49,18 +49,17 @@ def _fixed_point(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def export_int8(qnet: QuantNet) -> tuple[torch.Tensor, list[IntLayer]]:
     """Integer tensors of a trained QuantNet: (input LUT (3, 256) int32, layers)."""
-    qnet = qnet.cpu().eval()
     pix = torch.arange(256, dtype=torch.float64) / 255
     lut = torch.stack([torch.clamp(torch.round(((pix - m) / s) / qnet.input_scale), -W_QMAX, W_QMAX)
                        for m, s in zip(MEAN, STD)]).to(torch.int32)
     layers = []
     for i, st in enumerate(qnet.stages):
-        w = qnet.weights[st.name].detach()
+        w = qnet.weights[st.name].detach().cpu()
         s_w = weight_scale(w).double()
         s_in = torch.tensor(float(qnet.in_scale(i)), dtype=torch.float64)
         wq = weight_codes(w, s_w.float()).to(torch.int32).flatten(1)
         acc_scale = s_w * s_in
-        bias = torch.round(qnet.biases[st.name].detach().double() / acc_scale).to(torch.int64)
+        bias = torch.round(qnet.biases[st.name].detach().cpu().double() / acc_scale).to(torch.int64)
         fan_in = wq.shape[1]
         if fan_in * W_QMAX * A_QMAX + bias.abs().max().item() > INT32_MAX:
             raise OverflowError(f"{st.name}: an int32 accumulator could overflow")

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"peak learning rate (default {DEFAULT_LR[stage]})")
         s.add_argument("--weight-decay", type=non_negative_float, default=WEIGHT_DECAY,
                        help=f"SGD weight decay (default {WEIGHT_DECAY})")
+        s.add_argument("--label-smoothing", type=non_negative_float, default=LABEL_SMOOTHING,
+                       help=f"cross-entropy label smoothing (default {LABEL_SMOOTHING})")
         s.add_argument("--batch-size", type=positive_int, default=128)
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--resume", action="store_true", help="continue an interrupted run of this stage")
@@ -82,10 +84,9 @@ def initial_model(args, data, device) -> nn.Module:
     fmodel = build_model(args.model)
     fmodel.load_state_dict(ckpt["state_dict"])
     qmodel = QuantNet(fmodel).to(device)
-    train_idx, _ = data.split()
     # Observers start from the float model's activations on unaugmented training batches.
-    calib = iterate(data.train_x[train_idx[: CALIB_BATCHES * args.batch_size]], data.train_y[train_idx],
-                    args.batch_size, device)
+    idx = data.calibration_indices(CALIB_BATCHES * args.batch_size)
+    calib = iterate(data.train_x[idx], data.train_y[idx], args.batch_size, device)
     qmodel.calibrate(calib)
     return qmodel
 
@@ -106,7 +107,7 @@ def train(args, on_epoch_end=None) -> dict:
     opt, sched = make_optimizer(model, lr, args.weight_decay, args.epochs, steps, args.stage)
     gen = torch.Generator().manual_seed(args.seed)
     meta = {"model": args.model, "stage": args.stage, "epochs": args.epochs, "epochs_done": 0, "lr": lr,
-            "weight_decay": args.weight_decay, "batch_size": args.batch_size, "seed": args.seed, "data_source": data.source,
+            "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing, "batch_size": args.batch_size, "seed": args.seed, "data_source": data.source,
             "data_hash": data.source_hash, "history": [], "complete": False}
     if args.stage == "qat":
         meta["float_checkpoint"] = str(args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float"))
@@ -116,7 +117,7 @@ def train(args, on_epoch_end=None) -> dict:
         ts, old = ckpt["train_state"], ckpt["meta"]
         if old.get("complete"):
             raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
-        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay"):
+        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay", "label_smoothing"):
             if old[k] != meta[k]:
                 raise UserError(f"cannot resume {out}: it was started with {k}={old[k]}, now {meta[k]}; "
                                 f"use the same flags, or start over without --resume")
@@ -129,7 +130,7 @@ def train(args, on_epoch_end=None) -> dict:
         meta = old
         print(f"[{label}] resuming after epoch {meta['epochs_done']} of {meta['epochs']}", flush=True)
 
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     for epoch in range(meta["epochs_done"] + 1, args.epochs + 1):
         t0 = time.perf_counter()
         model.train()

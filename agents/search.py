@@ -92,8 +92,14 @@ def start_wandb(args, run_name: str, config: dict, out_dir: Path):
     if args.wandb == "disabled":
         return None
     import wandb
-    return wandb.init(project=args.wandb_project, name=run_name, mode=args.wandb, dir=str(out_dir),
-                      config=config, sync_tensorboard=True, reinit="finish_previous")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return wandb.init(project=args.wandb_project, name=run_name, mode=args.wandb, dir=str(out_dir),
+                          config=config, sync_tensorboard=True, reinit="finish_previous")
+    except Exception as e:  # no login, no network, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"W&B could not start in {args.wandb} mode ({first}); use --wandb offline "
+                        f"(no account or network needed) or --wandb disabled") from None
 
 
 def build_result(args, problem: TapProblem, tracker: SearchTracker, layers: list, complete: bool,

@@ -106,11 +106,11 @@ class TapProblem:
 
         data = load_cifar10(self.data, self.cache_dir)
         self.data_hash = data.source_hash
-        train_idx, val_idx = data.split()
+        _, val_idx = data.split()
         if self.search_size > len(val_idx):
             raise UserError(f"search size {self.search_size} exceeds the {len(val_idx)} validation images")
         self.search_idx = val_idx[: self.search_size]
-        self.stats = self._calibrate(data.train_x[train_idx[: self.calib_batches * CALIB_BATCH_SIZE]])
+        self.stats = self._calibrate(data.train_x[data.calibration_indices(self.calib_batches * CALIB_BATCH_SIZE)])
         self._cache_teacher(data.train_x[self.search_idx], data.train_y[self.search_idx])
 
     # ---- set-up -------------------------------------------------------------------

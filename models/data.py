@@ -13,7 +13,9 @@ augmentation are done on whole batches on the target device.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import os
 import tarfile
 import zlib
@@ -68,6 +70,13 @@ class Cifar10:
         val_idx = val_idx[torch.randperm(len(val_idx), generator=g)]
         return train_idx.sort().values, val_idx
 
+    def calibration_indices(self, n: int) -> torch.Tensor:
+        """`n` training-split images in a fixed, class-mixed order (the files are
+        stored class by class, so a plain prefix would be all airplanes)."""
+        train_idx, _ = self.split()
+        order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(SPLIT_SEED + 1))
+        return train_idx[order[:n]]
+
 
 def default_data_path() -> str:
     return os.environ.get("TAPQUANT_DATA", "./data")
@@ -100,14 +109,10 @@ def _decode(blobs: list[bytes], where: str) -> torch.Tensor:
         except RuntimeError as e:
             raise UserError(f"cannot decode an image in {where}: {e}; the data source is corrupted, "
                             f"replace it ({HOW_TO_GET})") from None
-    out = torch.empty(len(imgs), 3, 32, 32, dtype=torch.uint8)
-    for i, im in enumerate(imgs):
-        if im.shape[0] == 1:
-            im = im.expand(3, -1, -1)
-        if tuple(im.shape) != (3, 32, 32):
-            raise UserError(f"an image in {where} has shape {tuple(im.shape)}, expected 3x32x32 (CIFAR-10)")
-        out[i] = im
-    return out
+    bad = next((im for im in imgs if tuple(im.shape) not in ((3, 32, 32), (1, 32, 32))), None)
+    if bad is not None:
+        raise UserError(f"an image in {where} has shape {tuple(bad.shape)}, expected 3x32x32 (CIFAR-10)")
+    return torch.stack([im.expand(3, -1, -1) for im in imgs])
 
 
 def _collect(entries: dict[str, list[tuple[str, bytes]]], where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,11 +151,16 @@ def _read_image_folder(path: Path) -> dict[str, dict[str, list[tuple[str, bytes]
                 add(str(p.relative_to(path)), p.read_bytes)
     else:
         try:
-            with tarfile.open(path, "r:*") as tar:
+            # Decompress in one go: tarfile's member reads then seek in memory,
+            # not through the gzip stream (about 2x faster for 60k small files).
+            raw = path.read_bytes()
+            if raw[:2] == b"\x1f\x8b":  # gzip magic; plain .tar is read as it is
+                raw = gzip.decompress(raw)
+            with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
                 for m in tar:
                     if m.isfile():
                         add(m.name, lambda m=m: tar.extractfile(m).read())
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as e:
             raise UserError(f"cannot read {path}: {e}; the archive is corrupted or truncated, "
                             f"fetch it again ({HOW_TO_GET})") from None
     return parts

@@ -65,7 +65,7 @@ def _isolated_cache(cache_dir, monkeypatch):
 
 
 def train_args(stage: str, out_dir: Path, data: Path, cache: Path, **kw) -> Namespace:
-    base = dict(stage=stage, model="lenet5", epochs=1, lr=None, weight_decay=5e-4, batch_size=64, seed=0,
+    base = dict(stage=stage, model="lenet5", epochs=1, lr=None, weight_decay=5e-4, label_smoothing=0.1, batch_size=64, seed=0,
                 resume=False, data=str(data), cache_dir=str(cache), out_dir=str(out_dir), device="cpu",
                 float_checkpoint=None)
     base.update(kw)

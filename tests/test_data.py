@@ -107,3 +107,12 @@ def test_cli_reports_bad_data_in_one_line(tmp_path):
     assert "Traceback" not in r.stderr
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "truncated.tar.gz" in lines[0]
+
+
+def test_calibration_images_are_class_mixed_training_images(tiny_tar, cache_dir):
+    d = load_cifar10(tiny_tar, cache_dir)
+    train_idx, val_idx = d.split()
+    idx = d.calibration_indices(100)
+    assert torch.equal(idx, d.calibration_indices(100))
+    assert set(idx.tolist()) <= set(train_idx.tolist())
+    assert len(d.train_y[idx].unique()) >= 8  # a prefix of the stored order would be one or two classes

@@ -54,6 +54,15 @@ def main() -> None:
     p.add_argument("--levels", type=int, nargs="+", default=[4, 8, 16])
     args = p.parse_args()
 
+    # Reference point: tables exact below tmax that only saturate above it (the
+    # best any K can do under the tmax = p90 + 10 rule).
+    import numpy as np
+    from envs.problem import TapProblem
+    prob = TapProblem(out_dir=args.out_dir, data=args.data)
+    sat = prob.score({n: np.minimum(np.arange(256), prob.stats[n].tmax).astype(np.uint8) for n in prob.layers})
+    print(f"saturation_only: reward {sat.reward:.3f} | search drop {sat.drop:.2f} pt | att {sat.att:.4f}", flush=True)
+    del prob
+
     rows = {}
     for levels in sorted(set(args.levels) | {16}):
         for algo in (["ppo", "random"] if levels == 16 else ["ppo"]):

@@ -212,7 +212,10 @@ def load_cifar10(data: str | os.PathLike | None = None, cache_dir: str | os.Path
 
     if kind == "torchvision":
         tensors = _load_torchvision(path)
-        key = hashlib.sha256(b"".join(t.numpy().tobytes()[:1 << 16] for t in tensors)).hexdigest()
+        h = hashlib.sha256()
+        for t in tensors:
+            h.update(t.contiguous().numpy().data)
+        key = h.hexdigest()
         return Cifar10(*tensors, source_hash=key, source=str(path))
 
     cache_file = cache_dir / f"cifar10-{key[:16]}-v{CACHE_VERSION}.pt"

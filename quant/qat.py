@@ -158,7 +158,3 @@ class QuantNet(nn.Module):
         for x, _ in batches:
             self(x)
         self.train(was)
-
-
-def qat_from_float(float_model: StagedNet) -> QuantNet:
-    return QuantNet(float_model)

@@ -71,6 +71,20 @@ def make_optimizer(model: nn.Module, lr: float, wd: float, epochs: int, steps_pe
     return opt, sched
 
 
+def train_epoch(model: nn.Module, batches, opt, sched, loss_fn) -> float:
+    """One pass of SGD steps over `batches`; returns the summed loss."""
+    model.train()
+    total = 0.0
+    for xb, yb in batches:
+        loss = loss_fn(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.item()
+    return total
+
+
 def initial_model(args, data, device) -> nn.Module:
     torch.manual_seed(args.seed)
     if args.stage == "float":
@@ -133,21 +147,13 @@ def train(args, on_epoch_end=None) -> dict:
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     for epoch in range(meta["epochs_done"] + 1, args.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
         if isinstance(model, QuantNet):
             # Freeze the activation scales for the second half: the last epochs
             # then train against the exact quantizer the teacher will use.
             model.observing = epoch <= max(1, args.epochs // 2)
-        total_loss = 0.0
         bar = tqdm(iterate(train_x, train_y, args.batch_size, device, gen, train=True), total=steps,
                    desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch")
-        for xb, yb in bar:
-            loss = loss_fn(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += loss.item()
+        total_loss = train_epoch(model, bar, opt, sched, loss_fn)
         val_acc = accuracy(model, val_x, val_y, device)
         secs = time.perf_counter() - t0
         meta["history"].append({"epoch": epoch, "val_acc": val_acc, "train_loss": total_loss / steps, "seconds": secs})

@@ -124,20 +124,16 @@ def build_result(args, problem: TapProblem, tracker: SearchTracker, layers: list
     }
 
 
-def run_random(env, tracker: SearchTracker, seed: int, on_checkpoint) -> None:
+def run_random(env, tracker: SearchTracker, seed: int) -> None:
     """Uniform random actions: the baseline every RL search must beat."""
     env.action_space.seed(seed)
-    last = tracker.episodes
-    obs = env.reset()
+    env.reset()
     step = 0
     while not tracker.finished:
         actions = np.stack([env.action_space.sample() for _ in range(env.num_envs)])
-        obs, _, dones, infos = env.step(actions)
+        _, _, dones, infos = env.step(actions)
         step += env.num_envs
         tracker.update(infos, dones, step)
-        if tracker.episodes - last >= CHECKPOINT_EVERY:
-            last = tracker.episodes
-            on_checkpoint()
 
 
 def main(argv=None) -> int:
@@ -179,6 +175,7 @@ def main(argv=None) -> int:
     run = start_wandb(args, run_name, config, out_dir)
     logger = make_logger(out_dir / "tb" / run_name)
     tracker = SearchTracker(args.episodes, logger, show_progress=not args.no_progress,
+                            checkpoint_every=CHECKPOINT_EVERY,
                             **({"done": state["tracker"]["episodes"], "best": state["tracker"]["best"],
                                 "rewards": state["tracker"]["rewards"]} if state else {}))
     t0 = time.perf_counter() - (state["seconds"] if state else 0.0)
@@ -200,9 +197,10 @@ def main(argv=None) -> int:
         tmp.write_text(json.dumps({"args": resume_key(args), "tracker": tracker.state(), "seconds": time.perf_counter() - t0}))
         tmp.replace(ckpt_dir / "tracker.json")
 
+    tracker.on_checkpoint = checkpoint
     try:
         if args.algo == "random":
-            run_random(env, tracker, args.seed + tracker.episodes, checkpoint)
+            run_random(env, tracker, args.seed + tracker.episodes)
         else:
             cls = algo_class(args.algo)
             if state and (ckpt_dir / "model.zip").is_file():
@@ -216,8 +214,7 @@ def main(argv=None) -> int:
                     raise UserError(f"bad hyperparameter for {args.algo}: {e}") from None
             model.set_logger(logger)
             n_steps = len(layers) * (args.episodes - tracker.episodes + 8 * args.n_envs)
-            model.learn(total_timesteps=n_steps, callback=TrackerCallback(tracker, checkpoint, CHECKPOINT_EVERY),
-                        reset_num_timesteps=state is None)
+            model.learn(total_timesteps=n_steps, callback=TrackerCallback(tracker), reset_num_timesteps=state is None)
     except KeyboardInterrupt:
         checkpoint()
         tracker.close()

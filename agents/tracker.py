@@ -14,8 +14,12 @@ from tqdm import tqdm
 
 class SearchTracker:
     def __init__(self, episodes: int, logger=None, show_progress: bool = True, done: int = 0,
-                 best: dict | None = None, rewards: list | None = None):
+                 best: dict | None = None, rewards: list | None = None, checkpoint_every: int = 100):
         self.episodes_target = episodes
+        # Called every `checkpoint_every` finished episodes, whichever learner runs
+        # (set by the search once its checkpoint function exists).
+        self.on_checkpoint = None
+        self.checkpoint_every = checkpoint_every
         self.episodes = done
         self.best = best  # the best episode's summary (reward terms + config)
         self.rewards = list(rewards or [])
@@ -40,6 +44,8 @@ class SearchTracker:
             self.logger.dump(step)
         self.bar.set_postfix(best_reward=f"{self.best['reward']:.3f}", best_drop=f"{self.best['drop']:.2f}")
         self.bar.update(1)
+        if self.on_checkpoint is not None and self.episodes % self.checkpoint_every == 0:
+            self.on_checkpoint()
 
     def update(self, infos, dones, step: int) -> None:
         for info, done in zip(infos, dones):
@@ -58,19 +64,12 @@ class SearchTracker:
 
 
 class TrackerCallback(BaseCallback):
-    """Feeds finished episodes to the tracker; stops learning at the episode budget
-    and calls `on_checkpoint` every `every` episodes (resumable searches)."""
+    """Feeds finished episodes to the tracker and stops learning at the episode budget."""
 
-    def __init__(self, tracker: SearchTracker, on_checkpoint=None, every: int = 100):
+    def __init__(self, tracker: SearchTracker):
         super().__init__()
         self.tracker = tracker
-        self.on_checkpoint = on_checkpoint
-        self.every = every
-        self._last_ckpt = tracker.episodes
 
     def _on_step(self) -> bool:
         self.tracker.update(self.locals["infos"], self.locals["dones"], self.num_timesteps)
-        if self.on_checkpoint and self.tracker.episodes - self._last_ckpt >= self.every:
-            self._last_ckpt = self.tracker.episodes
-            self.on_checkpoint()
         return not self.tracker.finished

@@ -15,6 +15,7 @@ Run it on a quiet machine: it measures wall time.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -29,19 +30,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import build_model  # noqa: E402
 from models.data import default_data_path, iterate, load_cifar10  # noqa: E402
 from quant.qat import QuantNet  # noqa: E402
+from train_baselines import DEFAULT_LR, LABEL_SMOOTHING, WEIGHT_DECAY, make_optimizer, train_epoch  # noqa: E402
 
 
-def epoch_seconds(model, x, y, batch_size: int = 128) -> float:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+def epoch_seconds(model, x, y, stage: str, batch_size: int = 128) -> float:
+    """Wall time of one training epoch exactly as train_baselines.py runs it (no validation)."""
+    steps = math.ceil(len(x) / batch_size)
+    opt, sched = make_optimizer(model, DEFAULT_LR[stage], WEIGHT_DECAY, 1, steps, stage)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
     gen = torch.Generator().manual_seed(0)
-    model.train()
     t0 = time.perf_counter()
-    for xb, yb in iterate(x, y, batch_size, "cpu", gen, train=True):
-        loss = loss_fn(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    train_epoch(model, iterate(x, y, batch_size, "cpu", gen, train=True), opt, sched, loss_fn)
     return time.perf_counter() - t0
 
 
@@ -67,11 +66,12 @@ def main() -> None:
     x, y = data.train_x[train_idx], data.train_y[train_idx]
     torch.manual_seed(0)
     fmodel = build_model("lenet5")
-    float_t = statistics.median(epoch_seconds(fmodel, x, y) for _ in range(args.epochs))
+    float_t = statistics.median(epoch_seconds(fmodel, x, y, "float") for _ in range(args.epochs))
     print(f"float_epoch_median: {float_t:.2f} s")
     qmodel = QuantNet(fmodel)
-    qmodel.calibrate(iterate(x[:1280], y[:1280], 128, "cpu"))
-    qat_t = statistics.median(epoch_seconds(qmodel, x, y) for _ in range(args.epochs))
+    calib = data.calibration_indices(1280)
+    qmodel.calibrate(iterate(data.train_x[calib], data.train_y[calib], 128, "cpu"))
+    qat_t = statistics.median(epoch_seconds(qmodel, x, y, "qat") for _ in range(args.epochs))
     print(f"qat_epoch_median: {qat_t:.2f} s")
     print(f"qat_over_float_epoch: {qat_t / float_t:.2f} x")
 

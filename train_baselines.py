@@ -26,12 +26,13 @@ from models.cli import add_common_args, non_negative_float, positive_float, posi
 from models.data import iterate, load_cifar10
 from models.errors import UserError
 from models.metrics import accuracy
-from quant.qat import QuantNet
+from quant.qat import OBSERVERS, QuantNet
 
 DEFAULT_LR = {"float": 0.05, "qat": 0.005}
 LABEL = {"float": "Float", "qat": "QAT"}
 WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.1
+DEFAULT_OBSERVER = "max"
 CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
 
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="QAT epochs (default 10)")
             s.add_argument("--float-checkpoint", default=None,
                            help="float model to start from (default: <out-dir>/<model>_float_unfused.pth)")
+            s.add_argument("--observer", choices=OBSERVERS, default=DEFAULT_OBSERVER,
+                           help="activation-scale observer: running max of all batches, or an EMA of "
+                                f"batch maxima (default {DEFAULT_OBSERVER})")
         s.add_argument("--lr", type=positive_float, default=None,
                        help=f"peak learning rate (default {DEFAULT_LR[stage]})")
         s.add_argument("--weight-decay", type=non_negative_float, default=WEIGHT_DECAY,
@@ -97,7 +101,7 @@ def initial_model(args, data, device) -> nn.Module:
                         f"--model {args.model} --resume")
     fmodel = build_model(args.model)
     fmodel.load_state_dict(ckpt["state_dict"])
-    qmodel = QuantNet(fmodel).to(device)
+    qmodel = QuantNet(fmodel, observer=args.observer).to(device)
     # Observers start from the float model's activations on unaugmented training batches.
     idx = data.calibration_indices(CALIB_BATCHES * args.batch_size)
     calib = iterate(data.train_x[idx], data.train_y[idx], args.batch_size, device)
@@ -125,14 +129,15 @@ def train(args, on_epoch_end=None) -> dict:
             "data_hash": data.source_hash, "history": [], "complete": False}
     if args.stage == "qat":
         meta["float_checkpoint"] = str(args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float"))
+        meta["observer"] = args.observer
 
     if args.resume:
         ckpt = load_checkpoint(out, model=args.model, stage=args.stage)
         ts, old = ckpt["train_state"], ckpt["meta"]
         if old.get("complete"):
             raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
-        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay", "label_smoothing"):
-            if old[k] != meta[k]:
+        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay", "label_smoothing", "observer"):
+            if old.get(k) != meta.get(k):
                 raise UserError(f"cannot resume {out}: it was started with {k}={old[k]}, now {meta[k]}; "
                                 f"use the same flags, or start over without --resume")
         if old["data_hash"] != data.source_hash:

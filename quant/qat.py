@@ -10,8 +10,13 @@ and simulates INT8 inference in float (fake quantization, quant/fake_quant.py):
               max-pool on codes, next layer reads s * q
     classifier -> float logits (fc3 is never approximated)
 
-Activation scales `s` are observed (EMA of the batch max, like PyTorch's
-MovingAverageMinMaxObserver) while `observing` is on and frozen after.
+Activation scales `s = max / 255` come from an observer while `observing` is
+on, and are frozen after. Two observers (PyTorch has both):
+
+  * "ema": an EMA of the batch max (MovingAverageMinMaxObserver);
+  * "max": the largest activation seen in any batch (MinMaxObserver). Its
+    coarser codes keep the rare large activations in range, which the search's
+    tmax = p90 + 10 rule then saturates less (README, "Observer").
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from models.net import Stage, StagedNet
 from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,
                               input_codes)
 
-EMA = 0.01  # observer averaging constant
+EMA = 0.01  # averaging constant of the "ema" observer
+OBSERVERS = ("ema", "max")
 
 
 def pool_codes(q: torch.Tensor) -> torch.Tensor:
@@ -45,15 +51,22 @@ def apply_table(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """Replaces each code c by table[c] (a 256-entry lookup table).
 
     index_select with int32 indices: plain `table[q.long()]` is ~4x slower
-    here, mostly in the int64 conversion.
+    here, mostly in the int64 conversion. A channels-last `q` stays
+    channels-last (the search keeps conv maps that way, see envs/problem.py).
     """
     table = table.to(device=q.device, dtype=q.dtype if q.dtype.is_floating_point else table.dtype)
+    if q.dim() == 4 and not q.is_contiguous() and q.is_contiguous(memory_format=torch.channels_last):
+        nhwc = q.permute(0, 2, 3, 1)  # a plain contiguous view of the same memory
+        return table.index_select(0, nhwc.to(torch.int32).flatten()).view(nhwc.shape).permute(0, 3, 1, 2)
     return table.index_select(0, q.to(torch.int32).flatten()).view(q.shape)
 
 
 class QuantNet(nn.Module):
-    def __init__(self, float_model: StagedNet):
+    def __init__(self, float_model: StagedNet, observer: str = "ema"):
         super().__init__()
+        if observer not in OBSERVERS:
+            raise ValueError(f"observer must be one of {OBSERVERS}, got {observer!r}")
+        self.observer = observer
         self.model_name = float_model.model_name
         self.stages: list[Stage] = list(float_model.stages)
         self.weights = nn.ParameterDict()
@@ -72,6 +85,34 @@ class QuantNet(nn.Module):
         self.register_buffer("act_max", torch.zeros(len(self.quant_layers)))
         self.observing = True
         self.input_scale = input_abs_max() / W_QMAX
+        self._frozen: dict | None = None
+
+    # ---- frozen inference ------------------------------------------------------------
+    @torch.no_grad()
+    def freeze(self) -> "QuantNet":
+        """Quantises the weights and biases once, for inference-only use (the search).
+
+        Without it every forward pass re-derives the int8 weights; in the
+        search's hot path that is ~100 small ops per episode. Training or
+        loading weights drops the frozen copy.
+        """
+        self._frozen = None
+        self._frozen = {i: self.quantised_weights(i) for i in range(len(self.stages))}
+        return self
+
+    def train(self, mode: bool = True) -> "QuantNet":
+        if mode:
+            self._frozen = None
+        return super().train(mode)
+
+    def load_state_dict(self, *args, **kwargs):
+        self._frozen = None
+        return super().load_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device), .double(), ...: re-freeze there
+        was_frozen, self._frozen = self._frozen is not None, None
+        super()._apply(fn, *args, **kwargs)
+        return self.freeze() if was_frozen else self
 
     # ---- structure ---------------------------------------------------------------
     @property
@@ -89,11 +130,18 @@ class QuantNet(nn.Module):
         return self.input_scale if i == 0 else self.act_scale(i - 1)
 
     # ---- one stage ---------------------------------------------------------------
+    def quantised_weights(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage i's dequantised int8 weight and int32-grid bias (STE-differentiable)."""
+        if self._frozen is not None:
+            return self._frozen[i]
+        st = self.stages[i]
+        w, w_scale = fake_quant_weight(self.weights[st.name])
+        return w, fake_quant_bias(self.biases[st.name], w_scale * self.in_scale(i))
+
     def linear_part(self, i: int, h: torch.Tensor) -> torch.Tensor:
         """int8 weights x codes + int32 bias, in float (dequantised values)."""
         st = self.stages[i]
-        w, w_scale = fake_quant_weight(self.weights[st.name])
-        b = fake_quant_bias(self.biases[st.name], w_scale * self.in_scale(i))
+        w, b = self.quantised_weights(i)
         if st.flatten:
             h = h.flatten(1)
         if st.kind == "conv":
@@ -110,7 +158,8 @@ class QuantNet(nn.Module):
             with torch.no_grad():
                 m = y.detach().amax().clamp_min(0)
                 cur = self.act_max[i]
-                self.act_max[i] = torch.where(cur > 0, (1 - EMA) * cur + EMA * m, m)
+                seen = torch.maximum(cur, m) if self.observer == "max" else (1 - EMA) * cur + EMA * m
+                self.act_max[i] = torch.where(cur > 0, seen, m)
         if self.act_max[i] <= 0:
             raise RuntimeError(f"activation scale of {self.stages[i].name} is not calibrated; "
                                "run a training-mode forward pass first")

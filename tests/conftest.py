@@ -65,11 +65,15 @@ def _isolated_cache(cache_dir, monkeypatch):
 
 
 def train_args(stage: str, out_dir: Path, data: Path, cache: Path, **kw) -> Namespace:
-    base = dict(stage=stage, model="lenet5", epochs=1, lr=None, weight_decay=5e-4, label_smoothing=0.1, batch_size=64, seed=0,
-                resume=False, data=str(data), cache_dir=str(cache), out_dir=str(out_dir), device="cpu",
-                float_checkpoint=None)
-    base.update(kw)
-    return Namespace(**base)
+    """train_baselines' parsed flags (its own defaults), for 1 epoch at batch 64 unless `kw` says otherwise."""
+    from train_baselines import build_parser
+
+    args = build_parser().parse_args([stage, "--data", str(data), "--cache-dir", str(cache), "--out-dir", str(out_dir),
+                                      "--device", "cpu", "--batch-size", "64"])
+    args.epochs = 1
+    for k, v in kw.items():
+        setattr(args, k, v)
+    return args
 
 
 @pytest.fixture(scope="session")

@@ -94,3 +94,26 @@ def test_integer_only_inference_agrees_with_fake_quant(tiny_teacher, tiny_tar, c
     p_int_t = integer_predict(d.test_x, exported, tables={n: v.to(torch.uint8).numpy() for n, v in t.items()})
     p_fq_t = predict(q, d.test_x, "cpu", tables=t)
     assert (p_int_t == p_fq_t).float().mean() >= 0.99
+
+
+@pytest.mark.parametrize("observer", ["ema", "max"])
+def test_observers_track_the_batch_maxima(observer):
+    torch.manual_seed(0)
+    q = QuantNet(build_model("lenet5"), observer=observer).train()
+    batches = [torch.randn(16, 3, 32, 32) * k for k in (1.0, 3.0, 0.5)]
+    maxima = []
+    for x in batches:
+        rec: dict = {}
+        with torch.no_grad():
+            q(x, record=rec)
+            # conv1's pre-quantisation output of this batch, for the expected observer value
+            maxima.append(q.linear_part(0, q.quantize_input(x)).amax().clamp_min(0))
+    first, expect = maxima[0], maxima[0]
+    for m in maxima[1:]:
+        expect = torch.maximum(expect, m) if observer == "max" else 0.99 * expect + 0.01 * m
+    assert q.act_max[0] == pytest.approx(float(expect), rel=1e-5)
+    assert (observer == "max") == bool(q.act_max[0] > first * 1.5)  # the 3x batch dominates only "max"
+    q.eval()
+    before = q.act_max.clone()
+    q(batches[1] * 10)
+    assert torch.equal(q.act_max, before)  # frozen outside training

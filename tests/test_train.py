@@ -31,6 +31,21 @@ def test_float_and_qat_one_epoch_through_the_cli(tmp_path, tiny_tar, cache_dir):
     ck = load_checkpoint(tmp_path / "lenet5_qat_preconvert.pth", "lenet5", "qat")
     assert ck["meta"]["complete"] and ck["meta"]["data_hash"] and ck["meta"]["seed"] == 0
     assert "act_max" in ck["state_dict"] and (ck["state_dict"]["act_max"] > 0).all()
+    assert ck["meta"]["observer"] == "max"  # the default observer, recorded for --resume
+
+
+def test_qat_resume_refuses_another_observer(tiny_teacher, tmp_path, tiny_tar, cache_dir):
+    import shutil
+
+    shutil.copy(tiny_teacher / "lenet5_float_unfused.pth", tmp_path)
+
+    def stop(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(train_args("qat", tmp_path, tiny_tar, cache_dir, epochs=2, observer="ema"), on_epoch_end=stop)
+    with pytest.raises(UserError, match="observer=ema, now max"):
+        train(train_args("qat", tmp_path, tiny_tar, cache_dir, epochs=2, resume=True))
 
 
 def test_checkpoint_round_trip_and_wrong_model_or_stage(tiny_teacher, tmp_path):

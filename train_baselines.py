@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from models import MODEL_NAMES, build_model
 from models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from models.cli import add_common_args, non_negative_float, positive_float, positive_int, resolve_device, run_main
-from models.data import iterate, load_cifar10
+from models.cli import (add_common_args, non_negative_float, non_negative_int, positive_float, positive_int,
+                        resolve_device, run_main)
+from models.data import CROP_PAD, iterate, load_cifar10
 from models.errors import UserError
 from models.metrics import accuracy
 from quant.qat import OBSERVERS, QuantNet
@@ -33,7 +34,15 @@ LABEL = {"float": "Float", "qat": "QAT"}
 WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.1
 DEFAULT_OBSERVER = "max"
+MAX_CROP_PAD = 16  # half the 32-pixel CIFAR-10 image
 CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
+
+
+def crop_pad(text: str) -> int:
+    v = non_negative_int(text)
+    if v > MAX_CROP_PAD:
+        raise argparse.ArgumentTypeError(f"expected a padding of 0..{MAX_CROP_PAD} pixels, got {v}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"SGD weight decay (default {WEIGHT_DECAY})")
         s.add_argument("--label-smoothing", type=non_negative_float, default=LABEL_SMOOTHING,
                        help=f"cross-entropy label smoothing (default {LABEL_SMOOTHING})")
+        s.add_argument("--crop-pad", type=crop_pad, default=CROP_PAD,
+                       help=f"augmentation: random crop of the image padded by this many pixels, plus "
+                            f"horizontal flip; 0 = flip only (default {CROP_PAD})")
         s.add_argument("--batch-size", type=positive_int, default=128)
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--resume", action="store_true", help="continue an interrupted run of this stage")
@@ -125,7 +137,8 @@ def train(args, on_epoch_end=None) -> dict:
     opt, sched = make_optimizer(model, lr, args.weight_decay, args.epochs, steps, args.stage)
     gen = torch.Generator().manual_seed(args.seed)
     meta = {"model": args.model, "stage": args.stage, "epochs": args.epochs, "epochs_done": 0, "lr": lr,
-            "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing, "batch_size": args.batch_size, "seed": args.seed, "data_source": data.source,
+            "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
+            "crop_pad": args.crop_pad, "batch_size": args.batch_size, "seed": args.seed, "data_source": data.source,
             "data_hash": data.source_hash, "history": [], "complete": False}
     if args.stage == "qat":
         meta["float_checkpoint"] = str(args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float"))
@@ -136,9 +149,9 @@ def train(args, on_epoch_end=None) -> dict:
         ts, old = ckpt["train_state"], ckpt["meta"]
         if old.get("complete"):
             raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
-        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay", "label_smoothing", "observer"):
+        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay", "label_smoothing", "crop_pad", "observer"):
             if old.get(k) != meta.get(k):
-                raise UserError(f"cannot resume {out}: it was started with {k}={old[k]}, now {meta[k]}; "
+                raise UserError(f"cannot resume {out}: it was started with {k}={old.get(k)}, now {meta.get(k)}; "
                                 f"use the same flags, or start over without --resume")
         if old["data_hash"] != data.source_hash:
             raise UserError(f"cannot resume {out}: it was trained on another data source ({old['data_source']})")
@@ -156,8 +169,8 @@ def train(args, on_epoch_end=None) -> dict:
             # Freeze the activation scales for the second half: the last epochs
             # then train against the exact quantizer the teacher will use.
             model.observing = epoch <= max(1, args.epochs // 2)
-        bar = tqdm(iterate(train_x, train_y, args.batch_size, device, gen, train=True), total=steps,
-                   desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch")
+        batches = iterate(train_x, train_y, args.batch_size, device, gen, train=True, crop_pad=args.crop_pad)
+        bar = tqdm(batches, total=steps, desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch")
         total_loss = train_epoch(model, bar, opt, sched, loss_fn)
         val_acc = accuracy(model, val_x, val_y, device)
         secs = time.perf_counter() - t0

@@ -11,7 +11,11 @@ search split (TAP.md section 5). Scoring is the env's hot path, so:
     (for a conv layer the cached codes are already max-pooled: a monotone
     table commutes with max-pooling);
   * scores are memoised by the tables themselves (different actions often
-    decode to the same tables).
+    decode to the same tables);
+  * the student runs a fused copy of QuantNet's inference loop: weights
+    quantised once, conv maps channels-last, codes rounded in place and
+    tables pre-multiplied by the scale, so one gather yields what the next
+    layer reads.
 """
 
 from __future__ import annotations
@@ -218,12 +222,8 @@ class TapProblem:
         qn = self.qnet
         i = qn.stage_index(first)
         v = apply_table(self.start_codes[first][lo:hi], t[first])  # s * T[q]
-        if self.start_pooled[first]:
-            h, i = v, i + 1  # cached codes were pooled already
-        else:
-            h = self._finish_stage(i, v, values)
-            i += 1
-        for i in range(i, len(qn.stages)):
+        h = v if self.start_pooled[first] else self._finish_stage(i, v, values)  # pooled: cached that way
+        for i in range(i + 1, len(qn.stages)):
             st = qn.stages[i]
             if st.classifier:
                 return qn.linear_part(i, h)

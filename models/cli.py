@@ -23,13 +23,20 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="auto = cuda when available, else cpu")
 
 
-def positive_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    v = non_negative_int(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
     return v
 
 

@@ -178,20 +178,19 @@ class QuantNet(nn.Module):
     def forward(self, x: torch.Tensor, tables: dict | None = None, record: dict | None = None) -> torch.Tensor:
         return self.forward_from(0, self.quantize_input(x), tables, record)
 
-    def forward_from(self, start: int, h: torch.Tensor | None, tables: dict | None = None,
-                     record: dict | None = None, start_codes: torch.Tensor | None = None) -> torch.Tensor:
-        """Runs stages start.. and returns logits.
+    def forward_from(self, start: int, h: torch.Tensor, tables: dict | None = None,
+                     record: dict | None = None) -> torch.Tensor:
+        """Runs stages start.. on `h` (what stage `start` reads) and returns logits.
 
-        `h` is what stage `start` reads; or pass `start_codes`, stage start's
-        own (teacher) codes, to skip recomputing it (the search's cache).
         `tables` maps layer name -> 256-entry table applied to its codes;
         `record` collects each quantized layer's (possibly tabled) codes.
+        The search's scorer (envs/problem.py) is a fused copy of this loop.
         """
         for i in range(start, len(self.stages)):
             st = self.stages[i]
             if st.classifier:
                 return self.linear_part(i, h)
-            q = start_codes if (i == start and start_codes is not None) else self.codes(i, h)
+            q = self.codes(i, h)
             if tables and st.name in tables:
                 q = apply_table(q, tables[st.name])
             if record is not None:

@@ -117,3 +117,20 @@ def test_observers_track_the_batch_maxima(observer):
     before = q.act_max.clone()
     q(batches[1] * 10)
     assert torch.equal(q.act_max, before)  # frozen outside training
+
+
+def test_frozen_weights_match_and_are_dropped_by_training():
+    q = calibrated()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        plain = q(x)
+        q.freeze()
+        assert torch.equal(q(x), plain)
+        q.double().float()  # dtype/device moves re-freeze from the moved weights
+        assert q._frozen is not None and torch.equal(q(x), plain)
+    q.train()
+    assert q._frozen is None  # training must see the live weights
+    with torch.no_grad():
+        q.weights["conv1"].mul_(2)
+    q.eval()
+    assert not torch.equal(q(x), plain)

@@ -76,7 +76,8 @@ def test_bad_checkpoints_are_one_line_errors(tiny_teacher, tiny_tar, tmp_path):
 
 
 @pytest.mark.parametrize("flag", [["--epochs", "0"], ["--epochs", "-3"], ["--lr", "abc"], ["--batch-size", "0"],
-                                  ["--model", "resnet"], ["--device", "tpu"]])
+                                  ["--model", "resnet"], ["--device", "tpu"], ["--crop-pad", "-1"],
+                                  ["--crop-pad", "40"]])
 def test_nonsense_flags_are_rejected(flag):
     r = run_cli("float", *flag)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "usage:" in r.stderr

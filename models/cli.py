@@ -33,13 +33,6 @@ def non_negative_int(text: str) -> int:
     return v
 
 
-def positive_int(text: str) -> int:
-    v = non_negative_int(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
-    return v
-
-
 def non_negative_float(text: str) -> float:
     try:
         v = float(text)
@@ -50,11 +43,18 @@ def non_negative_float(text: str) -> float:
     return v
 
 
-def positive_float(text: str) -> float:
-    v = non_negative_float(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
-    return v
+def _nonzero(parse, what: str):
+    """An argparse type: `parse`, then refuse 0."""
+    def check(text: str):
+        v = parse(text)
+        if v == 0:
+            raise argparse.ArgumentTypeError(f"expected {what}, got 0")
+        return v
+    return check
+
+
+positive_int = _nonzero(non_negative_int, "a positive integer")
+positive_float = _nonzero(non_negative_float, "a number > 0")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -27,13 +27,12 @@ from models.cli import (add_common_args, non_negative_float, non_negative_int, p
 from models.data import CROP_PAD, iterate, load_cifar10
 from models.errors import UserError
 from models.metrics import accuracy
-from quant.qat import OBSERVERS, QuantNet
+from quant.qat import DEFAULT_OBSERVER, OBSERVERS, QuantNet
 
 DEFAULT_LR = {"float": 0.05, "qat": 0.005}
 LABEL = {"float": "Float", "qat": "QAT"}
 WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.1
-DEFAULT_OBSERVER = "max"
 MAX_CROP_PAD = 16  # half the 32-pixel CIFAR-10 image
 CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
 

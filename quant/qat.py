@@ -32,6 +32,7 @@ from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias,
 
 EMA = 0.01  # averaging constant of the "ema" observer
 OBSERVERS = ("ema", "max")
+DEFAULT_OBSERVER = "max"  # README, "Observer": measured against "ema"
 
 
 def pool_codes(q: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,7 @@ def apply_table(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 
 class QuantNet(nn.Module):
-    def __init__(self, float_model: StagedNet, observer: str = "ema"):
+    def __init__(self, float_model: StagedNet, observer: str = DEFAULT_OBSERVER):
         super().__init__()
         if observer not in OBSERVERS:
             raise ValueError(f"observer must be one of {OBSERVERS}, got {observer!r}")

@@ -13,8 +13,8 @@ search split (TAP.md section 5). Scoring is the env's hot path, so:
   * scores are memoised by the tables themselves (different actions often
     decode to the same tables);
   * the student runs a fused copy of QuantNet's inference loop: weights
-    quantised once, conv maps channels-last, codes rounded in place and
-    tables pre-multiplied by the scale, so one gather yields what the next
+    quantised once, conv maps channels-last, and tables pre-multiplied by
+    the scale, so one gather yields what the next
     layer reads.
 """
 
@@ -33,7 +33,6 @@ from models.cli import resolve_device
 from models.data import iterate, load_cifar10
 from models.errors import UserError
 from quant.attention import attention_loss, attention_map
-from quant.fake_quant import A_QMAX
 from quant.histogram import CodeStats, code_histogram, stats_from_counts
 from quant.qat import QuantNet, apply_table, pool_codes
 from quant.tap import identity_table
@@ -215,9 +214,9 @@ class TapProblem:
         """Student logits for search images lo:hi, starting from the teacher's codes at `first`.
 
         The same arithmetic as QuantNet.forward_from (tests check they agree), fused
-        for the hot path: codes are rounded in place, a table lookup yields the
-        dequantised values directly, and pooling runs on those values. `values`
-        collects each attention layer's (dequantised) output.
+        for the hot path: a table lookup yields the dequantised values directly,
+        and pooling runs on those values. `values` collects each attention
+        layer's (dequantised) output.
         """
         qn = self.qnet
         i = qn.stage_index(first)
@@ -227,7 +226,7 @@ class TapProblem:
             st = qn.stages[i]
             if st.classifier:
                 return qn.linear_part(i, h)
-            q = qn.linear_part(i, h).div_(qn.act_scale(i)).clamp_(0, A_QMAX).round_()  # codes
+            q = qn.codes(i, h)
             v = apply_table(q, t[st.name]) if st.name in t else q.mul_(qn.act_scale(i))
             h = self._finish_stage(i, v, values)
         raise AssertionError("unreachable: the last stage is the classifier")

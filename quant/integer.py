@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from models.data import MEAN, STD
 from quant.fake_quant import A_QMAX, W_QMAX, weight_codes, weight_scale
-from quant.qat import QuantNet, apply_table, pool_codes
+from quant.lookup import apply_table
+from quant.qat import QuantNet, pool_codes
 
 INT32_MAX = 2**31 - 1
 MANTISSA_BITS = 31

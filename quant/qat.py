@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from models.data import input_abs_max
 from models.net import Stage, StagedNet
+from quant.lookup import apply_table
 from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,
                               input_codes)
 
@@ -46,20 +47,6 @@ def pool_codes(q: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(q, 2)
     r = torch.maximum(q[..., 0::2, :], q[..., 1::2, :])
     return torch.maximum(r[..., 0::2], r[..., 1::2])
-
-
-def apply_table(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Replaces each code c by table[c] (a 256-entry lookup table).
-
-    index_select with int32 indices: plain `table[q.long()]` is ~4x slower
-    here, mostly in the int64 conversion. A channels-last `q` stays
-    channels-last (the search keeps conv maps that way, see envs/problem.py).
-    """
-    table = table.to(device=q.device, dtype=q.dtype if q.dtype.is_floating_point else table.dtype)
-    if q.dim() == 4 and not q.is_contiguous() and q.is_contiguous(memory_format=torch.channels_last):
-        nhwc = q.permute(0, 2, 3, 1)  # a plain contiguous view of the same memory
-        return table.index_select(0, nhwc.to(torch.int32).flatten()).view(nhwc.shape).permute(0, 3, 1, 2)
-    return table.index_select(0, q.to(torch.int32).flatten()).view(q.shape)
 
 
 class QuantNet(nn.Module):
@@ -143,7 +130,12 @@ class QuantNet(nn.Module):
         """int8 weights x codes + int32 bias, in float (dequantised values)."""
         st = self.stages[i]
         w, b = self.quantised_weights(i)
-        if st.flatten:
+        if st.flatten and h.dim() == 4 and not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+            # A channels-last map flattens as (h, w, c) without a copy: permute the
+            # weight's columns to match instead (the search's hot path, ~1.6x faster).
+            w = w.view(w.shape[0], *h.shape[1:]).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+            h = h.permute(0, 2, 3, 1).flatten(1)
+        elif st.flatten:
             h = h.flatten(1)
         if st.kind == "conv":
             return F.conv2d(h, w, b, padding=st.padding)

@@ -43,7 +43,10 @@ def _memory_order(q: torch.Tensor) -> tuple[torch.Tensor, Callable]:
 
 def code_pairs(q: torch.Tensor) -> torch.Tensor:
     """Adjacent codes of q (memory order) as int32 indices 256*c0 + c1; an odd count is padded with code 0."""
-    flat, _ = _memory_order(q)
+    return _flat_pairs(_memory_order(q)[0])
+
+
+def _flat_pairs(flat: torch.Tensor) -> torch.Tensor:
     if flat.dtype not in (torch.float32, torch.float64, torch.int32, torch.int64):
         flat = flat.to(torch.int32)  # 256*c0 + c1 overflows uint8 and is inexact in float16
     if flat.numel() % 2:
@@ -67,15 +70,12 @@ def apply_table(q: torch.Tensor, table: torch.Tensor, pairs: torch.Tensor | None
     (from code_pairs(q)) and `pair_tab` (from pair_table(table)) may be passed
     precomputed when the same codes or the same table are used again.
     """
-    if q.dtype.is_floating_point:
-        table = table.to(device=q.device, dtype=q.dtype)
-    else:
-        table = table.to(device=q.device)
+    table = table.to(device=q.device, dtype=q.dtype if q.dtype.is_floating_point else table.dtype)
     flat, restore = _memory_order(q)
     if table.element_size() not in _WIDER:  # float64 and 64-bit ints: one gather per code
         return restore(table.index_select(0, flat.to(torch.int32)))
     if pairs is None:
-        pairs = code_pairs(q)
+        pairs = _flat_pairs(flat)
     if pair_tab is None:
         pair_tab = pair_table(table)
     out = pair_tab.index_select(0, pairs).view(table.dtype)

@@ -84,7 +84,7 @@ class QuantNet(nn.Module):
         search's hot path that is ~100 small ops per episode. Training or
         loading weights drops the frozen copy.
         """
-        self._frozen = None
+        self._frozen = None  # so that quantised_weights reads the live weights
         self._frozen = {i: self.quantised_weights(i) for i in range(len(self.stages))}
         return self
 

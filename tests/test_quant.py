@@ -5,7 +5,7 @@ import torch
 from models import build_model
 from quant.fake_quant import activation_codes, fake_quant_weight
 from quant.integer import export_int8, integer_predict
-from quant.qat import QuantNet
+from quant.qat import EMA, QuantNet
 from quant.tap import identity_table
 
 
@@ -110,7 +110,7 @@ def test_observers_track_the_batch_maxima(observer):
             maxima.append(q.linear_part(0, q.quantize_input(x)).amax().clamp_min(0))
     first, expect = maxima[0], maxima[0]
     for m in maxima[1:]:
-        expect = torch.maximum(expect, m) if observer == "max" else 0.99 * expect + 0.01 * m
+        expect = torch.maximum(expect, m) if observer == "max" else (1 - EMA) * expect + EMA * m
     assert q.act_max[0] == pytest.approx(float(expect), rel=1e-5)
     assert (observer == "max") == bool(q.act_max[0] > first * 1.5)  # the 3x batch dominates only "max"
     q.eval()

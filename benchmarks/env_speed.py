@@ -3,8 +3,12 @@
     python benchmarks/env_speed.py [--data PATH] [--out-dir outputs] [--episodes 1000]
 
   * env_build:                 gym.make (teacher load, calibration, teacher cache)
+  * scorer_backend:            the student's kernels (quant/kernels.py): int8 on an x86 CPU
   * random_episode_median:     one episode of uniform random actions (200 episodes)
   * random_episodes_per_s:     1 / that median
+  * float_random_episode_median, int8_vs_float:  the same episodes with the float
+                               simulation as the scorer's kernels, interleaved with the
+                               int8 ones (same process, same actions), and the time ratio
   * ppo_search_wall:           `python -m agents.search --episodes N` (PPO, its updates included)
 
 Needs the LeNet-5 QAT teacher (python train_baselines.py qat). Run it on a quiet machine.
@@ -19,6 +23,7 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -26,6 +31,7 @@ import envs  # noqa: E402,F401
 from agents import search  # noqa: E402
 from models.cli import run_main  # noqa: E402
 from models.data import default_data_path  # noqa: E402
+from quant.kernels import Int8Stages  # noqa: E402
 
 
 def main() -> None:
@@ -38,20 +44,32 @@ def main() -> None:
     args = p.parse_args()
 
     t0 = time.perf_counter()
-    env = gym.make("TapQuant-LeNet5-v0", out_dir=args.out_dir, data=args.data, levels=args.levels, search_size=5000)
+    kw = dict(out_dir=args.out_dir, data=args.data, levels=args.levels, search_size=5000)
+    env = gym.make("TapQuant-LeNet5-v0", **kw)
     print(f"env_build: {time.perf_counter() - t0:.2f} s")
-    env.action_space.seed(0)
-    times = []
+    int8 = isinstance(env.unwrapped.problem.kernels, Int8Stages)
+    print(f"scorer_backend: {'int8' if int8 else 'float'}")
+    runs = {"main": env}
+    if int8:
+        runs["float"] = gym.make("TapQuant-LeNet5-v0", backend="float", **kw)
+    times: dict = {k: [] for k in runs}
+    rng = np.random.default_rng(0)
+    n_layers = len(env.unwrapped.layers)
     for ep in range(args.random_episodes):
-        t0 = time.perf_counter()
-        env.reset(seed=ep)
-        done = False
-        while not done:
-            _, _, done, _, _ = env.step(env.action_space.sample())
-        times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
+        actions = rng.uniform(-1, 1, size=(n_layers, 4)).astype(np.float32)
+        for name, e in runs.items():
+            t0 = time.perf_counter()
+            e.reset(seed=ep)
+            for a in actions:
+                e.step(a)
+            times[name].append(time.perf_counter() - t0)
+    med = statistics.median(times["main"])
     print(f"random_episode_median: {1000 * med:.1f} ms")
     print(f"random_episodes_per_s: {1 / med:.1f} ep/s")
+    if "float" in times:
+        med_f = statistics.median(times["float"])
+        print(f"float_random_episode_median: {1000 * med_f:.1f} ms")
+        print(f"int8_vs_float: {med / med_f:.2f} x")
 
     t0 = time.perf_counter()
     rc = run_main(search.main, ["--episodes", str(args.episodes), "--out-dir", args.out_dir, "--data", args.data,

@@ -12,11 +12,11 @@ search split (TAP.md section 5). Scoring is the env's hot path, so:
     table commutes with max-pooling);
   * scores are memoised by the tables themselves (different actions often
     decode to the same tables);
-  * the student runs a fused copy of QuantNet's inference loop: weights
-    quantised once, conv maps channels-last, and tables pre-multiplied by
-    the scale, so one lookup yields what the next layer reads. Lookups fetch
-    two codes at a time (quant/lookup.py); the pair indices of the cached
-    teacher codes are computed once.
+  * the student runs on codes, stage by stage, with real int8 kernels on the
+    CPU (quant/kernels.py; the float simulation elsewhere), conv maps
+    channels-last; tables map codes to codes, two at a time
+    (quant/lookup.py), and the pair indices of the cached teacher codes are
+    computed once.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from models.checkpoint import checkpoint_path, file_sha256, load_checkpoint
 from models.cli import resolve_device
 from models.data import iterate, load_cifar10
 from models.errors import UserError
-from quant.attention import attention_loss, attention_map
+from quant.attention import energy, map_distance, square_pair_table, tabled_energy, unit
 from quant.histogram import CodeStats, code_histogram, stats_from_counts
+from quant.kernels import stage_kernels
 from quant.lookup import apply_table, code_pairs, pair_table
 from quant.qat import QuantNet, pool_codes
 from quant.tap import identity_table
@@ -86,6 +87,7 @@ class TapProblem:
     device: str = "cpu"
     data: str | None = None
     cache_dir: str | None = None
+    backend: str = "auto"  # the student's kernels: "int8" (CPU), "float", or "auto" (quant/kernels.py)
     _memo: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -102,6 +104,10 @@ class TapProblem:
         self.torch_device = resolve_device(self.device)
         self.qnet = load_teacher(self.teacher, self.model).to(self.torch_device)
         self.teacher_sha256 = file_sha256(self.teacher)
+        try:
+            self.kernels = stage_kernels(self.qnet, self.torch_device, self.backend)
+        except ValueError as e:
+            raise UserError(str(e)) from None
         all_layers = self.qnet.quant_layers
         self.layers = list(self.layers) if self.layers else list(all_layers)
         bad = [n for n in self.layers if n not in all_layers]
@@ -143,7 +149,7 @@ class TapProblem:
             pooled = self.qnet.stages[self.qnet.stage_index(n)].pool and n not in self.attention_layers
             # Conv maps channels-last: oneDNN runs LeNet's conv2 ~2.5x faster that way on
             # the CPU. The lookup's pair indices (quant/lookup.py) are made once per chunk.
-            codes = pool_codes(rec[n]) if pooled else rec[n]
+            codes = (pool_codes(rec[n]) if pooled else rec[n]).to(self.kernels.dtype)
             if codes.dim() == 4:
                 codes = codes.contiguous(memory_format=torch.channels_last)
             self.start_codes[n] = [(c, code_pairs(c)) for c in codes.split(CHUNK)]
@@ -154,8 +160,8 @@ class TapProblem:
         self.teacher_hits, maps = 0, {}
         for lo, hi, logits, values in self._chunks(self._device_tables({n: identity_table() for n in self.layers})):
             self.teacher_hits += int((logits.argmax(1) == self.labels[lo:hi]).sum().item())
-            for n, v in values.items():
-                maps.setdefault(n, []).append(attention_map(v))
+            for n, e in values.items():
+                maps.setdefault(n, []).append(unit(e))
         self.teacher_att = {n: torch.cat(m) for n, m in maps.items()}
 
     # ---- scoring ------------------------------------------------------------------
@@ -183,22 +189,22 @@ class TapProblem:
             correct = self.teacher_hits
         for lo, hi, logits, values in self._chunks(t):
             correct += (logits.argmax(1) == self.labels[lo:hi]).sum().item()
-            for n, v in values.items():  # layers upstream of the first table match the teacher
-                att_sum[n] += attention_loss(v, self.teacher_att[n][lo:hi]).item() * (hi - lo)
+            for n, e in values.items():  # layers upstream of the first table match the teacher
+                att_sum[n] += map_distance(unit(e), self.teacher_att[n][lo:hi]).item() * (hi - lo)
         acc = 100.0 * correct / len(self.labels)
         att = {n: v / len(self.labels) for n, v in att_sum.items()}
         mean_att = float(np.mean(list(att.values()))) if att else 0.0
         drop = self.acc_teacher - acc
         return Score(self.acc_teacher, acc, drop, mean_att, att, -(drop + self.attention_weight * mean_att))
 
-    def _device_tables(self, tables: dict[str, np.ndarray]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """(table, pair table) in dequantised units, s * T[q]: one lookup gives what the next layer reads."""
-        qn, out = self.qnet, {}
+    def _device_tables(self, tables: dict[str, np.ndarray]) -> dict[str, tuple]:
+        """(table, pair table, pair-squares table or None) of each tabled layer, in the kernels' code dtype."""
+        out = {}
         for n in self.layers:
             if n in tables:
-                t = torch.as_tensor(np.asarray(tables[n], dtype=np.uint8), device=self.torch_device).float()
-                t = t * qn.act_scale(qn.stage_index(n))
-                out[n] = t, pair_table(t)
+                t = torch.as_tensor(np.asarray(tables[n], dtype=np.uint8), device=self.torch_device)
+                t = t.to(self.kernels.dtype)
+                out[n] = t, pair_table(t), square_pair_table(t) if n in self.attention_layers else None
         return out
 
     def _chunks(self, t: dict[str, torch.Tensor]):
@@ -220,32 +226,38 @@ class TapProblem:
     def _student_logits(self, first: str, t: dict, values: dict, k: int) -> torch.Tensor:
         """Student logits for chunk k of the search split, starting from the teacher's codes at `first`.
 
-        The same arithmetic as QuantNet.forward_from (tests check they agree), fused
-        for the hot path: a table lookup yields the dequantised values directly,
-        and pooling runs on those values. `values` collects each attention
-        layer's (dequantised) output.
+        The same chain as QuantNet.forward_from, on codes (tests check they
+        agree). `values` collects each attention layer's energy
+        (quant/attention.py).
         """
-        qn = self.qnet
+        qn, kern = self.qnet, self.kernels
         i = qn.stage_index(first)
         codes, pairs = self.start_codes[first][k]
-        table, pair_tab = t[first]
-        v = apply_table(codes, table, pairs=pairs, pair_tab=pair_tab)  # s * T[q]
-        h = v if self.start_pooled[first] else self._finish_stage(i, v, values)  # pooled: cached that way
+        if self.start_pooled[first]:  # cached max-pooled: only the lookup is left
+            table, pair_tab, _ = t[first]
+            h = apply_table(codes, table, pairs=pairs, pair_tab=pair_tab)
+        else:
+            h = self._finish_stage(i, codes, t[first], values, pairs)
         for i in range(i + 1, len(qn.stages)):
             st = qn.stages[i]
             if st.classifier:
-                return qn.linear_part(i, h)
-            q = qn.codes(i, h)
-            if st.name in t:
-                table, pair_tab = t[st.name]
-                v = apply_table(q, table, pair_tab=pair_tab)
-            else:
-                v = q.mul_(qn.act_scale(i))
-            h = self._finish_stage(i, v, values)
+                return kern.logits(i, h)
+            h = self._finish_stage(i, kern.codes(i, h), t.get(st.name), values)
         raise AssertionError("unreachable: the last stage is the classifier")
 
-    def _finish_stage(self, i: int, v: torch.Tensor, values: dict) -> torch.Tensor:
+    def _finish_stage(self, i: int, q: torch.Tensor, tab: tuple | None, values: dict,
+                      pairs: torch.Tensor | None = None) -> torch.Tensor:
+        """Stage i's codes q -> what stage i+1 reads: table (if any), attention energy, max-pool."""
         st = self.qnet.stages[i]
+        if tab is None:
+            if st.name in self.attention_layers:
+                values[st.name] = energy(q)
+            return pool_codes(q) if st.pool else q
+        table, pair_tab, sq_pair_tab = tab
         if st.name in self.attention_layers:
-            values[st.name] = v
-        return pool_codes(v) if st.pool else v
+            if pairs is None:
+                pairs = code_pairs(q)
+            values[st.name] = tabled_energy(q, table, pairs, sq_pair_tab)
+        if st.pool:  # a monotone table commutes with max-pooling: look up the 4x fewer pooled codes
+            return apply_table(pool_codes(q), table, pair_tab=pair_tab)
+        return apply_table(q, table, pairs=pairs, pair_tab=pair_tab)

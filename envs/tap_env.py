@@ -40,12 +40,13 @@ class TapQuantEnv(gym.Env):
     def __init__(self, model: str = "lenet5", teacher: str | None = None, out_dir: str = "outputs",
                  levels: int = 16, attention_weight: float = 50.0, layers: list | None = None,
                  search_size: int = 5000, calib_batches: int = 10, device: str = "cpu",
-                 data: str | None = None, cache_dir: str | None = None, problem: TapProblem | None = None):
+                 data: str | None = None, cache_dir: str | None = None, backend: str = "auto",
+                 problem: TapProblem | None = None):
         super().__init__()
         self.problem = problem or shared_problem(
             model=model, teacher=teacher, out_dir=out_dir, levels=levels, attention_weight=attention_weight,
             layers=list(layers) if layers else None, search_size=search_size, calib_batches=calib_batches,
-            device=device, data=data, cache_dir=cache_dir)
+            device=device, data=data, cache_dir=cache_dir, backend=backend)
         self.layers = self.problem.layers
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_DIM,), dtype=np.float32)

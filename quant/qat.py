@@ -29,7 +29,7 @@ from models.data import input_abs_max
 from models.net import Stage, StagedNet
 from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,
                               input_codes)
-from quant.lookup import apply_table, is_channels_last
+from quant.lookup import apply_table
 
 EMA = 0.01  # averaging constant of the "ema" observer
 OBSERVERS = ("ema", "max")
@@ -130,12 +130,7 @@ class QuantNet(nn.Module):
         """int8 weights x codes + int32 bias, in float (dequantised values)."""
         st = self.stages[i]
         w, b = self.quantised_weights(i)
-        if st.flatten and is_channels_last(h):
-            # A channels-last map flattens as (h, w, c) without a copy: permute the
-            # weight's columns to match instead (the search's hot path, ~1.6x faster).
-            w = w.view(w.shape[0], *h.shape[1:]).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
-            h = h.permute(0, 2, 3, 1).flatten(1)
-        elif st.flatten:
+        if st.flatten:
             h = h.flatten(1)
         if st.kind == "conv":
             return F.conv2d(h, w, b, padding=st.padding)
@@ -177,7 +172,8 @@ class QuantNet(nn.Module):
 
         `tables` maps layer name -> 256-entry table applied to its codes;
         `record` collects each quantized layer's (possibly tabled) codes.
-        The search's scorer (envs/problem.py) is a fused copy of this loop.
+        The search's scorer (envs/problem.py) runs the same chain on codes
+        (quant/kernels.py).
         """
         for i in range(start, len(self.stages)):
             st = self.stages[i]

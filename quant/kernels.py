@@ -1,0 +1,161 @@
+"""How the search runs a frozen INT8 teacher's stages: on codes, in and out.
+
+The scorer (envs/problem.py) runs the student stage by stage on activation
+codes: stage i reads the (tabled, max-pooled) codes of stage i-1 and returns
+its own post-ReLU codes, or logits for the classifier. Two backends:
+
+  * `Int8Stages`: real INT8 kernels on the CPU (oneDNN, the library behind
+    PyTorch's x86 quantized inference): uint8 codes x int8 per-channel
+    weights, int32 accumulation and bias, requantised to uint8 codes in one
+    call. On this project's 2-core CPU LeNet-5's conv2 runs ~2.5x faster
+    than its float simulation, and every tensor between stages is 4x
+    smaller. The kernels requantise in float32 (acc * s_in * s_w / s_out,
+    rounded half to even), so a code can differ from the float simulation
+    (QuantNet) when the exact value sits within float32 rounding of a .5
+    boundary: a few codes in a million, as the float simulation itself
+    differs from exact integer arithmetic.
+    One catch: without AVX-VNNI, x86 int8 kernels multiply u8 x s8 pairs into
+    a *saturating* int16 (vpmaddubsw) before widening to int32, so
+    c0*w0 + c1*w1 must fit in int16. With |w| <= 127 that is guaranteed
+    while every input code is <= 129 (127 * 258 = 32766); a batch with a
+    larger code runs that stage in the float simulation instead. Tabled
+    codes stay <= tmax (~40-55 for LeNet-5), so the student almost always
+    runs in int8; the teacher's own larger codes take the float path.
+  * `FloatStages`: QuantNet's own float simulation, on any device (CUDA, or
+    a CPU build without oneDNN). Codes are float tensors; the input scale is
+    folded into the weights so that a stage reads codes directly.
+
+Both keep conv maps channels-last and flatten a channels-last map into the
+first fc layer without a copy (its weight's columns permuted to match).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from quant.fake_quant import fake_quant_bias, weight_codes, weight_scale
+from quant.lookup import is_channels_last
+from quant.qat import QuantNet
+
+INT8_SAFE_MAX = 129  # the largest input code for which no u8 x s8 pair sum saturates int16 (see above)
+
+
+def _hwc_columns(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The first fc layer's weight with columns in (h, w, c) order, matching a flattened channels-last map."""
+    return w.view(w.shape[0], *h.shape[1:]).permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+
+def _flatten(h: torch.Tensor) -> torch.Tensor:
+    return h.permute(0, 2, 3, 1).flatten(1) if is_channels_last(h) else h.flatten(1)
+
+
+def int8_kernels_available() -> bool:
+    """True where PyTorch ships oneDNN's int8 conv/linear ops (x86 CPU builds)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.onednn.qconv2d_pointwise
+                    and torch.ops.onednn.qlinear_pointwise)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class FloatStages:
+    """QuantNet's float simulation, reading and returning codes (float tensors)."""
+
+    dtype = torch.float32
+
+    def __init__(self, qnet: QuantNet):
+        self.qnet = qnet
+        # Stage i reads s_in * q: fold s_in into the weight once (the bias already is in output units).
+        self._weights = {}
+        for i in range(len(qnet.stages)):
+            w, b = qnet.quantised_weights(i)
+            self._weights[i] = (w * qnet.in_scale(i), b)
+
+    def _linear(self, i: int, q: torch.Tensor) -> torch.Tensor:
+        st = self.qnet.stages[i]
+        w, b = self._weights[i]
+        if st.flatten:
+            if is_channels_last(q):
+                w = _hwc_columns(w, q)
+            q = _flatten(q)
+        if st.kind == "conv":
+            return F.conv2d(q, w, b, padding=st.padding)
+        return F.linear(q, w, b)
+
+    def codes(self, i: int, q: torch.Tensor) -> torch.Tensor:
+        return (self._linear(i, q) / self.qnet.act_scale(i)).clamp_(0, 255).round_()
+
+    def logits(self, i: int, q: torch.Tensor) -> torch.Tensor:
+        return self._linear(i, q)
+
+
+class Int8Stages:
+    """oneDNN int8 kernels (CPU): uint8 codes in, uint8 codes (or float32 logits) out."""
+
+    dtype = torch.uint8
+
+    def __init__(self, qnet: QuantNet):
+        self.qnet = qnet
+        self._float = FloatStages(qnet)  # for inputs with codes above INT8_SAFE_MAX
+        self._params = {}
+        self._packed: dict = {}
+        for i, st in enumerate(qnet.stages):
+            w = qnet.weights[st.name].detach().cpu()
+            s_w = weight_scale(w)
+            s_in = float(qnet.in_scale(i))
+            bias = fake_quant_bias(qnet.biases[st.name].detach().cpu(), s_w * s_in)  # on the int32 grid
+            s_out = 1.0 if st.classifier else float(qnet.act_scale(i))
+            self._params[i] = (weight_codes(w, s_w).to(torch.int8), s_w, bias, s_in, s_out)
+
+    def _pack(self, i: int, q: torch.Tensor) -> torch.Tensor:
+        """Weights in oneDNN's own layout, made on first use (the fc layer's depends on q's layout)."""
+        key = (i, is_channels_last(q))
+        if key not in self._packed:
+            st = self.qnet.stages[i]
+            wq, s_w, _, s_in, _ = self._params[i]
+            if st.kind == "conv":
+                self._packed[key] = torch.ops.onednn.qconv_prepack(
+                    wq, s_w, s_in, 0, [1, 1], [st.padding] * 2, [1, 1], 1, None)
+            else:
+                if st.flatten and is_channels_last(q):
+                    wq = _hwc_columns(wq, q)
+                self._packed[key] = torch.ops.onednn.qlinear_prepack(wq.contiguous(), None)
+        return self._packed[key]
+
+    def _run(self, i: int, q: torch.Tensor, classifier: bool) -> torch.Tensor:
+        st = self.qnet.stages[i]
+        packed = self._pack(i, q)
+        _, s_w, bias, s_in, s_out = self._params[i]
+        zero_points = torch.zeros(len(s_w), dtype=torch.int64)
+        out_dtype = torch.float32 if classifier else None  # None: uint8 codes at s_out
+        post_op = "none" if classifier else "relu"
+        if st.kind == "conv":
+            return torch.ops.onednn.qconv2d_pointwise(
+                q.contiguous(memory_format=torch.channels_last), s_in, 0, packed, s_w, zero_points, bias,
+                [1, 1], [st.padding] * 2, [1, 1], 1, s_out, 0, out_dtype, post_op, [], "")
+        if st.flatten:
+            q = _flatten(q)
+        return torch.ops.onednn.qlinear_pointwise(
+            q.contiguous(), s_in, 0, packed, s_w, zero_points, bias, s_out, 0, out_dtype, post_op, [], "")
+
+    def codes(self, i: int, q: torch.Tensor) -> torch.Tensor:
+        if q.amax() > INT8_SAFE_MAX:
+            return self._float.codes(i, q.float()).to(torch.uint8)
+        return self._run(i, q, classifier=False)
+
+    def logits(self, i: int, q: torch.Tensor) -> torch.Tensor:
+        if q.amax() > INT8_SAFE_MAX:
+            return self._float.logits(i, q.float())
+        return self._run(i, q, classifier=True)
+
+
+def stage_kernels(qnet: QuantNet, device: torch.device, backend: str = "auto"):
+    """The backend for the search: int8 kernels on a CPU that has them, else the float simulation."""
+    if backend not in ("auto", "int8", "float"):
+        raise ValueError(f"backend must be auto, int8 or float, got {backend!r}")
+    if backend == "int8" and (device.type != "cpu" or not int8_kernels_available()):
+        raise ValueError("the int8 backend needs a CPU build of PyTorch with oneDNN")
+    if backend == "int8" or (backend == "auto" and device.type == "cpu" and int8_kernels_available()):
+        return Int8Stages(qnet)
+    return FloatStages(qnet)

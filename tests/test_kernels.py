@@ -1,0 +1,120 @@
+"""The search's stage kernels (quant/kernels.py) against QuantNet's float simulation."""
+
+import pytest
+import torch
+
+from envs.problem import load_teacher
+from models import build_model
+from models.data import load_cifar10
+from quant.attention import energy, square_pair_table, tabled_energy
+from quant.kernels import INT8_SAFE_MAX, FloatStages, Int8Stages, int8_kernels_available, stage_kernels
+from quant.qat import QuantNet, pool_codes
+
+needs_int8 = pytest.mark.skipif(not int8_kernels_available(), reason="no oneDNN int8 kernels in this PyTorch build")
+BACKENDS = [FloatStages, pytest.param(Int8Stages, marks=needs_int8)]
+
+
+def teacher_record(tiny_teacher, tiny_tar, cache_dir):
+    q = load_teacher(tiny_teacher / "lenet5_qat_preconvert.pth", "lenet5")
+    x = load_cifar10(tiny_tar, cache_dir).test_x[:100]
+    from models.data import iterate
+    xb = next(iterate(x, torch.zeros(len(x), dtype=torch.long), len(x), torch.device("cpu")))[0]
+    rec: dict = {}
+    logits = q(xb, record=rec)
+    return q, rec, logits
+
+
+def what_reads(q: QuantNet, rec: dict, i: int, kernels) -> torch.Tensor:
+    """The teacher's codes that stage i reads (pooled, channels-last), in the kernels' dtype."""
+    prev = q.stages[i - 1]
+    codes = rec[prev.name]
+    codes = pool_codes(codes) if prev.pool else codes
+    if codes.dim() == 4:
+        codes = codes.contiguous(memory_format=torch.channels_last)
+    return codes.to(kernels.dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stages_reproduce_the_teachers_codes_and_logits(backend, tiny_teacher, tiny_tar, cache_dir):
+    q, rec, logits = teacher_record(tiny_teacher, tiny_tar, cache_dir)
+    kern = backend(q)
+    for i in range(1, len(q.stages)):
+        h = what_reads(q, rec, i, kern)
+        if q.stages[i].classifier:
+            assert torch.allclose(kern.logits(i, h).float(), logits, rtol=1e-4, atol=1e-4)
+            continue
+        out = kern.codes(i, h)
+        assert out.dtype == kern.dtype and out.shape == rec[q.stages[i].name].shape
+        diff = (out.float() - rec[q.stages[i].name]).abs()
+        # Codes may differ by one where float rounding meets a .5 boundary: ~3 in a million.
+        assert diff.max() <= 1 and (diff == 0).float().mean() >= 0.999
+
+
+@needs_int8
+def test_int8_kernels_match_the_float_simulation_on_tabled_codes(tiny_teacher, tiny_tar, cache_dir):
+    """Codes a table saturates at 60 (tmax-like) run in the int8 kernels themselves, not the fallback."""
+    q, rec, _ = teacher_record(tiny_teacher, tiny_tar, cache_dir)
+    int8, flt = Int8Stages(q), FloatStages(q)
+    int8._float = None  # any use of the float fallback would fail
+    for i in range(1, len(q.stages)):
+        h = what_reads(q, rec, i, int8).clamp(max=60)
+        assert h.amax() <= INT8_SAFE_MAX and h.amax() == 60
+        if q.stages[i].classifier:
+            assert torch.allclose(int8.logits(i, h), flt.logits(i, h.float()), rtol=1e-4, atol=1e-4)
+            continue
+        diff = (int8.codes(i, h).float() - flt.codes(i, h.float())).abs()
+        assert diff.max() <= 1 and (diff == 0).float().mean() >= 0.999
+
+
+@needs_int8
+def test_int8_codes_above_the_safe_range_take_the_float_path():
+    torch.manual_seed(0)
+    q = QuantNet(build_model("lenet5"))
+    q.calibrate([(torch.randn(16, 3, 32, 32), None)])
+    q.eval().freeze()
+    int8, flt = Int8Stages(q), FloatStages(q)
+    h = torch.randint(0, 256, (8, 6, 14, 14), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(int8.codes(1, h), flt.codes(1, h.float()).to(torch.uint8))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_last_flatten_matches_the_plain_one(backend):
+    torch.manual_seed(0)
+    q = QuantNet(build_model("lenet5"))
+    q.calibrate([(torch.randn(16, 3, 32, 32), None)])
+    kern = backend(q.eval().freeze())
+    h = torch.randint(0, 60, (8, 16, 5, 5)).to(kern.dtype)
+    i = q.stage_index("fc1")
+    plain = kern.codes(i, h)
+    cl = kern.codes(i, h.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(plain, cl)
+
+
+def test_backend_choice():
+    q = QuantNet(build_model("lenet5"))
+    q.calibrate([(torch.randn(4, 3, 32, 32), None)])
+    q.eval().freeze()
+    cpu = torch.device("cpu")
+    assert isinstance(stage_kernels(q, cpu, "float"), FloatStages)
+    expected = Int8Stages if int8_kernels_available() else FloatStages
+    assert isinstance(stage_kernels(q, cpu, "auto"), expected)
+    assert isinstance(stage_kernels(q, torch.device("cuda"), "auto"), FloatStages)  # chosen, not run
+    with pytest.raises(ValueError, match="needs a CPU"):
+        stage_kernels(q, torch.device("cuda"), "int8")
+    with pytest.raises(ValueError, match="auto, int8 or float"):
+        stage_kernels(q, cpu, "fp8")
+
+
+@pytest.mark.parametrize("shape,channels_last", [((3, 16, 4, 5), True), ((3, 5, 4, 4), True),
+                                                  ((3, 16, 4, 5), False), ((7, 120), False)])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_tabled_energy_equals_the_energy_of_the_looked_up_map(shape, channels_last, dtype):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 256, shape, generator=g).to(dtype)
+    if channels_last:
+        q = q.contiguous(memory_format=torch.channels_last)
+    table = torch.sort(torch.randint(0, 256, (256,), generator=g)).values.to(dtype)
+    table[0] = 0
+    want = energy(table[q.long()])
+    assert torch.equal(tabled_energy(q, table), want)
+    assert torch.equal(tabled_energy(q, table, sq_pair_tab=square_pair_table(table)), want)

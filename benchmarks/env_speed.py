@@ -9,6 +9,8 @@
   * float_random_episode_median, int8_vs_float:  the same episodes with the float
                                simulation as the scorer's kernels, interleaved with the
                                int8 ones (same process, same actions), and the time ratio
+  * int8_vs_float_same_accuracy, int8_vs_float_max_reward_diff: how far the two
+                               kernels' scores of those episodes differ
   * ppo_search_wall:           `python -m agents.search --episodes N` (PPO, its updates included)
 
 Needs the LeNet-5 QAT teacher (python train_baselines.py qat). Run it on a quiet machine.
@@ -38,7 +40,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=default_data_path())
     p.add_argument("--out-dir", default="outputs")
-    p.add_argument("--episodes", type=int, default=1000, help="PPO search length")
+    p.add_argument("--episodes", type=int, default=1000, help="PPO search length (0: skip the PPO search)")
     p.add_argument("--random-episodes", type=int, default=200)
     p.add_argument("--levels", type=int, default=16)
     args = p.parse_args()
@@ -53,6 +55,7 @@ def main() -> None:
     if int8:
         runs["float"] = gym.make("TapQuant-LeNet5-v0", backend="float", **kw)
     times: dict = {k: [] for k in runs}
+    scores: dict = {k: [] for k in runs}
     rng = np.random.default_rng(0)
     n_layers = len(env.unwrapped.layers)
     for ep in range(args.random_episodes):
@@ -61,8 +64,9 @@ def main() -> None:
             t0 = time.perf_counter()
             e.reset(seed=ep)
             for a in actions:
-                e.step(a)
+                info = e.step(a)[-1]
             times[name].append(time.perf_counter() - t0)
+            scores[name].append((info["acc_student"], info["reward"]))
     med = statistics.median(times["main"])
     print(f"random_episode_median: {1000 * med:.1f} ms")
     print(f"random_episodes_per_s: {1 / med:.1f} ep/s")
@@ -70,7 +74,13 @@ def main() -> None:
         med_f = statistics.median(times["float"])
         print(f"float_random_episode_median: {1000 * med_f:.1f} ms")
         print(f"int8_vs_float: {med / med_f:.2f} x")
+        pairs = list(zip(scores["main"], scores["float"]))
+        same = sum(a[0] == b[0] for a, b in pairs)
+        print(f"int8_vs_float_same_accuracy: {same} of {len(pairs)} episodes")
+        print(f"int8_vs_float_max_reward_diff: {max(abs(a[1] - b[1]) for a, b in pairs):.2e}")
 
+    if args.episodes <= 0:
+        return
     t0 = time.perf_counter()
     rc = run_main(search.main, ["--episodes", str(args.episodes), "--out-dir", args.out_dir, "--data", args.data,
                                 "--levels", str(args.levels), "--result-file", "bench_env_speed_ppo.json",

@@ -123,13 +123,13 @@ class Int8Stages:
                 self._packed[key] = torch.ops.onednn.qlinear_prepack(wq.contiguous(), None)
         return self._packed[key]
 
-    def _run(self, i: int, q: torch.Tensor, classifier: bool) -> torch.Tensor:
+    def _run(self, i: int, q: torch.Tensor) -> torch.Tensor:
         st = self.qnet.stages[i]
         packed = self._pack(i, q)
         _, s_w, bias, s_in, s_out = self._params[i]
         zero_points = torch.zeros(len(s_w), dtype=torch.int64)
-        out_dtype = torch.float32 if classifier else None  # None: uint8 codes at s_out
-        post_op = "none" if classifier else "relu"
+        out_dtype = torch.float32 if st.classifier else None  # None: uint8 codes at s_out
+        post_op = "none" if st.classifier else "relu"
         if st.kind == "conv":
             return torch.ops.onednn.qconv2d_pointwise(
                 q.contiguous(memory_format=torch.channels_last), s_in, 0, packed, s_w, zero_points, bias,
@@ -142,12 +142,12 @@ class Int8Stages:
     def codes(self, i: int, q: torch.Tensor) -> torch.Tensor:
         if q.amax() > INT8_SAFE_MAX:
             return self._float.codes(i, q.float()).to(torch.uint8)
-        return self._run(i, q, classifier=False)
+        return self._run(i, q)
 
     def logits(self, i: int, q: torch.Tensor) -> torch.Tensor:
         if q.amax() > INT8_SAFE_MAX:
             return self._float.logits(i, q.float())
-        return self._run(i, q, classifier=True)
+        return self._run(i, q)
 
 
 def stage_kernels(qnet: QuantNet, device: torch.device, backend: str = "auto"):

@@ -147,8 +147,8 @@ class TapProblem:
         self.start_codes, self.start_pooled = {}, {}
         for n in self.layers:
             pooled = self.qnet.stages[self.qnet.stage_index(n)].pool and n not in self.attention_layers
-            # Conv maps channels-last: oneDNN runs LeNet's conv2 ~2.5x faster that way on
-            # the CPU. The lookup's pair indices (quant/lookup.py) are made once per chunk.
+            # Conv maps channels-last: oneDNN's float conv2 is ~2.5x faster that way on the
+            # CPU, its int8 one ~1.2x. The lookup's pair indices (quant/lookup.py) are made once.
             codes = (pool_codes(rec[n]) if pooled else rec[n]).to(self.kernels.dtype)
             if codes.dim() == 4:
                 codes = codes.contiguous(memory_format=torch.channels_last)
@@ -210,9 +210,10 @@ class TapProblem:
     def _chunks(self, t: dict[str, torch.Tensor]):
         """Yields (lo, hi, logits, attention-layer values) of the student, CHUNK images at a time.
 
-        Chunks of 2,500 images: of 250, 500, 1,000, 1,250, 1,667, 2,500 and 5,000 the
-        fastest on this project's 2-core CPU (~10 % ahead of 1,000; one 5,000-image
-        batch is ~1.7x slower).
+        Chunks of 2,500 images bound the memory of a large search split. On this
+        project's 2-core CPU they were the fastest with the float kernels (of 250
+        ... 5,000; one 5,000-image batch ~1.7x slower); with the int8 kernels 1,000
+        and 1,250 are ~10 % slower and one 5,000-image chunk ~5 % faster.
         """
         if not t:
             return

@@ -198,13 +198,18 @@ class TapProblem:
         return Score(self.acc_teacher, acc, drop, mean_att, att, -(drop + self.attention_weight * mean_att))
 
     def _device_tables(self, tables: dict[str, np.ndarray]) -> dict[str, tuple]:
-        """(table, pair table, pair-squares table or None) of each tabled layer, in the kernels' code dtype."""
+        """(table, pair table, pair-squares table) of each tabled layer, in the kernels' code dtype.
+
+        The pair squares serve only a pooled attention layer (see _finish_stage); None elsewhere.
+        """
         out = {}
         for n in self.layers:
             if n in tables:
                 t = torch.as_tensor(np.asarray(tables[n], dtype=np.uint8), device=self.torch_device)
                 t = t.to(self.kernels.dtype)
-                out[n] = t, pair_table(t), square_pair_table(t) if n in self.attention_layers else None
+                st = self.qnet.stages[self.qnet.stage_index(n)]
+                squares = square_pair_table(t) if st.pool and n in self.attention_layers else None
+                out[n] = t, pair_table(t), squares
         return out
 
     def _chunks(self, t: dict[str, torch.Tensor]):
@@ -255,10 +260,13 @@ class TapProblem:
                 values[st.name] = energy(q)
             return pool_codes(q) if st.pool else q
         table, pair_tab, sq_pair_tab = tab
-        if st.name in self.attention_layers:
-            if pairs is None:
-                pairs = code_pairs(q)
-            values[st.name] = tabled_energy(q, table, pairs, sq_pair_tab)
-        if st.pool:  # a monotone table commutes with max-pooling: look up the 4x fewer pooled codes
+        if st.pool:
+            # A monotone table commutes with max-pooling: look up the 4x fewer pooled
+            # codes, and take the attention energy straight from the unpooled codes.
+            if st.name in self.attention_layers:
+                values[st.name] = tabled_energy(q, table, pairs, sq_pair_tab)
             return apply_table(pool_codes(q), table, pair_tab=pair_tab)
-        return apply_table(q, table, pairs=pairs, pair_tab=pair_tab)
+        v = apply_table(q, table, pairs=pairs, pair_tab=pair_tab)
+        if st.name in self.attention_layers:
+            values[st.name] = energy(v)
+        return v

@@ -34,7 +34,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from quant.fake_quant import fake_quant_bias, weight_codes, weight_scale
 from quant.lookup import is_channels_last
 from quant.qat import QuantNet
 
@@ -101,19 +100,17 @@ class Int8Stages:
         self._params = {}
         self._packed: dict = {}
         for i, st in enumerate(qnet.stages):
-            w = qnet.weights[st.name].detach().cpu()
-            s_w = weight_scale(w)
-            s_in = float(qnet.in_scale(i))
-            bias = fake_quant_bias(qnet.biases[st.name].detach().cpu(), s_w * s_in)  # on the int32 grid
+            wq, s_w, bias = (t.cpu() for t in qnet.int8_weights(i))
             s_out = 1.0 if st.classifier else float(qnet.act_scale(i))
-            self._params[i] = (weight_codes(w, s_w).to(torch.int8), s_w, bias, s_in, s_out)
+            zero_points = torch.zeros(len(s_w), dtype=torch.int64)
+            self._params[i] = (wq, s_w, bias, float(qnet.in_scale(i)), s_out, zero_points)
 
     def _pack(self, i: int, q: torch.Tensor) -> torch.Tensor:
         """Weights in oneDNN's own layout, made on first use (the fc layer's depends on q's layout)."""
         key = (i, is_channels_last(q))
         if key not in self._packed:
             st = self.qnet.stages[i]
-            wq, s_w, _, s_in, _ = self._params[i]
+            wq, s_w, _, s_in, _, _ = self._params[i]
             if st.kind == "conv":
                 self._packed[key] = torch.ops.onednn.qconv_prepack(
                     wq, s_w, s_in, 0, [1, 1], [st.padding] * 2, [1, 1], 1, None)
@@ -126,8 +123,7 @@ class Int8Stages:
     def _run(self, i: int, q: torch.Tensor) -> torch.Tensor:
         st = self.qnet.stages[i]
         packed = self._pack(i, q)
-        _, s_w, bias, s_in, s_out = self._params[i]
-        zero_points = torch.zeros(len(s_w), dtype=torch.int64)
+        _, s_w, bias, s_in, s_out, zero_points = self._params[i]
         out_dtype = torch.float32 if st.classifier else None  # None: uint8 codes at s_out
         post_op = "none" if st.classifier else "relu"
         if st.kind == "conv":

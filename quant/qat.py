@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from models.data import input_abs_max
 from models.net import Stage, StagedNet
 from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,
-                              input_codes)
+                              input_codes, weight_codes, weight_scale)
 from quant.lookup import apply_table
 
 EMA = 0.01  # averaging constant of the "ema" observer
@@ -125,6 +125,15 @@ class QuantNet(nn.Module):
         st = self.stages[i]
         w, w_scale = fake_quant_weight(self.weights[st.name])
         return w, fake_quant_bias(self.biases[st.name], w_scale * self.in_scale(i))
+
+    @torch.no_grad()
+    def int8_weights(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What an integer kernel takes for stage i: int8 weight codes, their per-channel
+        scale, and the bias (float, on the int32 grid) that quantised_weights adds."""
+        st = self.stages[i]
+        w = self.weights[st.name]
+        s_w = weight_scale(w)
+        return weight_codes(w, s_w).to(torch.int8), s_w, fake_quant_bias(self.biases[st.name], s_w * self.in_scale(i))
 
     def linear_part(self, i: int, h: torch.Tensor) -> torch.Tensor:
         """int8 weights x codes + int32 bias, in float (dequantised values)."""

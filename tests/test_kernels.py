@@ -5,7 +5,7 @@ import torch
 
 from envs.problem import load_teacher
 from models import build_model
-from models.data import load_cifar10
+from models.data import iterate, load_cifar10
 from quant.attention import energy, square_pair_table, tabled_energy
 from quant.kernels import INT8_SAFE_MAX, FloatStages, Int8Stages, int8_kernels_available, stage_kernels
 from quant.qat import QuantNet, pool_codes
@@ -17,7 +17,6 @@ BACKENDS = [FloatStages, pytest.param(Int8Stages, marks=needs_int8)]
 def teacher_record(tiny_teacher, tiny_tar, cache_dir):
     q = load_teacher(tiny_teacher / "lenet5_qat_preconvert.pth", "lenet5")
     x = load_cifar10(tiny_tar, cache_dir).test_x[:100]
-    from models.data import iterate
     xb = next(iterate(x, torch.zeros(len(x), dtype=torch.long), len(x), torch.device("cpu")))[0]
     rec: dict = {}
     logits = q(xb, record=rec)

@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_optimizer(model: nn.Module, lr: float, wd: float, epochs: int, steps_per_epoch: int, stage: str):
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd)
+    # fused: one kernel for all parameters. PyTorch's default on the CPU is a Python loop of
+    # small ops, 0.46 against 0.12 ms a step for LeNet-5 (README, "Speed").
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd, fused=True)
     total = epochs * steps_per_epoch
     if stage == "float":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.25)

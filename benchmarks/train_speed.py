@@ -5,6 +5,10 @@
   * data_prepare_first: decoding the tar.gz into a fresh cache
   * data_load_cached:   loading it again from the cache
   * float_epoch_median: one float LeNet-5 epoch (45k images, batch 128, augmentation on, data cached)
+  * float_step / float_step_textbook: one float training step (batch 128) as
+                        train_baselines.py runs it, against the same LeNet-5 step written
+                        the textbook way (ReLU, F.max_pool2d, torch's default SGD), the two
+                        interleaved step by step on the same batches, and their ratio
   * qat_epoch_median:   the same for the QAT model, and the ratio to the float epoch
   * int8_agreement:     share of test images whose prediction from integer-only
                         arithmetic equals the fake-quant teacher's (needs --teacher)
@@ -15,6 +19,7 @@ Run it on a quiet machine: it measures wall time.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import statistics
 import sys
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,6 +48,41 @@ def epoch_seconds(model, x, y, stage: str, batch_size: int = 128) -> float:
     t0 = time.perf_counter()
     train_epoch(model, iterate(x, y, batch_size, "cpu", gen, train=True), opt, sched, loss_fn)
     return time.perf_counter() - t0
+
+
+def textbook_lenet5(m, x):
+    """LeNet-5's forward in plain PyTorch ops, on the model's own layers."""
+    x = F.max_pool2d(F.relu(m.conv1(x)), 2)
+    x = F.max_pool2d(F.relu(m.conv2(x)), 2)
+    x = F.relu(m.fc1(x.flatten(1)))
+    return m.fc3(F.relu(m.fc2(x)))
+
+
+def step_milliseconds(x, y, steps: int = 200) -> tuple[float, float]:
+    """Median step time of our float step and of the textbook one, interleaved step by
+    step (alternating which goes first) so that this machine's drift hits both alike."""
+    torch.manual_seed(0)
+    ours = build_model("lenet5")
+    textbook = copy.deepcopy(ours)
+    opt, _ = make_optimizer(ours, DEFAULT_LR["float"], WEIGHT_DECAY, 1, steps, "float")
+    opt_textbook = torch.optim.SGD(textbook.parameters(), lr=DEFAULT_LR["float"], momentum=0.9, nesterov=True,
+                                   weight_decay=WEIGHT_DECAY)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
+    runs = [(ours, ours, opt), (textbook, lambda xb: textbook_lenet5(textbook, xb), opt_textbook)]
+    times: list[list[float]] = [[], []]
+    batches = iterate(x, y, 128, "cpu", torch.Generator().manual_seed(0), train=True)
+    for i, (xb, yb) in zip(range(steps + 10), batches):
+        for j in ((0, 1) if i % 2 == 0 else (1, 0)):
+            model, forward, o = runs[j]
+            t0 = time.perf_counter()
+            loss = loss_fn(forward(xb), yb)
+            o.zero_grad(set_to_none=True)
+            loss.backward()
+            o.step()
+            loss.item()
+            if i >= 10:  # warm-up steps are not timed
+                times[j].append(time.perf_counter() - t0)
+    return statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3
 
 
 def main() -> None:
@@ -68,6 +109,10 @@ def main() -> None:
     fmodel = build_model("lenet5")
     float_t = statistics.median(epoch_seconds(fmodel, x, y, "float") for _ in range(args.epochs))
     print(f"float_epoch_median: {float_t:.2f} s")
+    ours_ms, textbook_ms = step_milliseconds(x, y)
+    print(f"float_step: {ours_ms:.2f} ms")
+    print(f"float_step_textbook: {textbook_ms:.2f} ms")
+    print(f"float_step_ratio: {ours_ms / textbook_ms:.2f} x")
     qmodel = QuantNet(fmodel)
     calib = data.calibration_indices(1280)
     qmodel.calibrate(iterate(data.train_x[calib], data.train_y[calib], 128, "cpu"))

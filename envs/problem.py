@@ -33,11 +33,12 @@ from models.checkpoint import checkpoint_path, file_sha256, load_checkpoint
 from models.cli import resolve_device
 from models.data import iterate, load_cifar10
 from models.errors import UserError
+from models.pooling import max_pool2x2
 from quant.attention import energy, map_distance, square_pair_table, tabled_energy, unit
 from quant.histogram import CodeStats, code_histogram, stats_from_counts
 from quant.kernels import stage_kernels
 from quant.lookup import apply_table, code_pairs, pair_table
-from quant.qat import QuantNet, pool_codes
+from quant.qat import QuantNet
 from quant.tap import identity_table
 
 CALIB_BATCH_SIZE = 128
@@ -149,7 +150,7 @@ class TapProblem:
             pooled = self.qnet.stages[self.qnet.stage_index(n)].pool and n not in self.attention_layers
             # Conv maps channels-last: oneDNN's float conv2 is ~2.5x faster that way on the
             # CPU, its int8 one ~1.2x. The lookup's pair indices (quant/lookup.py) are made once.
-            codes = (pool_codes(rec[n]) if pooled else rec[n]).to(self.kernels.dtype)
+            codes = (max_pool2x2(rec[n]) if pooled else rec[n]).to(self.kernels.dtype)
             if codes.dim() == 4:
                 codes = codes.contiguous(memory_format=torch.channels_last)
             self.start_codes[n] = [(c, code_pairs(c)) for c in codes.split(CHUNK)]
@@ -258,14 +259,14 @@ class TapProblem:
         if tab is None:
             if st.name in self.attention_layers:
                 values[st.name] = energy(q)
-            return pool_codes(q) if st.pool else q
+            return max_pool2x2(q) if st.pool else q
         table, pair_tab, sq_pair_tab = tab
         if st.pool:
             # A monotone table commutes with max-pooling: look up the 4x fewer pooled
             # codes, and take the attention energy straight from the unpooled codes.
             if st.name in self.attention_layers:
                 values[st.name] = tabled_energy(q, table, pairs, sq_pair_tab)
-            return apply_table(pool_codes(q), table, pair_tab=pair_tab)
+            return apply_table(max_pool2x2(q), table, pair_tab=pair_tab)
         v = apply_table(q, table, pairs=pairs, pair_tab=pair_tab)
         if st.name in self.attention_layers:
             values[st.name] = energy(v)

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from models.data import MEAN, STD
+from models.pooling import max_pool2x2
 from quant.fake_quant import A_QMAX, W_QMAX, weight_codes, weight_scale
 from quant.lookup import apply_table
-from quant.qat import QuantNet, pool_codes
+from quant.qat import QuantNet
 
 INT32_MAX = 2**31 - 1
 MANTISSA_BITS = 31
@@ -116,7 +117,7 @@ def integer_logits(pixels: torch.Tensor, exported, tables: dict | None = None) -
         if tables and layer.name in tables:
             h = apply_table(h, torch.as_tensor(np.asarray(tables[layer.name]), dtype=torch.int32))
         if layer.pool:
-            h = pool_codes(h)
+            h = max_pool2x2(h)
     raise AssertionError("unreachable: the last layer is the classifier")
 
 

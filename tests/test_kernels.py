@@ -6,9 +6,10 @@ import torch
 from envs.problem import load_teacher
 from models import build_model
 from models.data import iterate, load_cifar10
+from models.pooling import max_pool2x2
 from quant.attention import energy, square_pair_table, tabled_energy
 from quant.kernels import INT8_SAFE_MAX, FloatStages, Int8Stages, int8_kernels_available, stage_kernels
-from quant.qat import QuantNet, pool_codes
+from quant.qat import QuantNet
 
 needs_int8 = pytest.mark.skipif(not int8_kernels_available(), reason="no oneDNN int8 kernels in this PyTorch build")
 BACKENDS = [FloatStages, pytest.param(Int8Stages, marks=needs_int8)]
@@ -27,7 +28,7 @@ def what_reads(q: QuantNet, rec: dict, i: int, kernels) -> torch.Tensor:
     """The teacher's codes that stage i reads (pooled, channels-last), in the kernels' dtype."""
     prev = q.stages[i - 1]
     codes = rec[prev.name]
-    codes = pool_codes(codes) if prev.pool else codes
+    codes = max_pool2x2(codes) if prev.pool else codes
     if codes.dim() == 4:
         codes = codes.contiguous(memory_format=torch.channels_last)
     return codes.to(kernels.dtype)

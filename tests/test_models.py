@@ -41,6 +41,24 @@ def test_lenet5_is_the_guides_architecture():
     assert 60_000 < sum(p.numel() for p in m.parameters()) < 65_000
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_training_path_pools_before_relu_with_the_same_values_and_gradients(name):
+    """Without `record`, pooled stages run ReLU after max-pooling (models/net.py);
+    with it, ReLU first as the record points need. Both must agree exactly."""
+    torch.manual_seed(0)
+    m = build_model(name).train()
+    x = torch.randn(4, 3, 32, 32)
+    proj = torch.randn(4, 10)
+    results = []
+    for record in (None, {}):
+        out = m(x, record=record)
+        grads = torch.autograd.grad((out * proj).sum(), list(m.parameters()))
+        results.append((out, grads))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(UserError, match="lenet5"):
         build_model("resnet")

@@ -68,12 +68,12 @@ def step_milliseconds(x, y, steps: int = 200) -> tuple[float, float]:
     opt_textbook = torch.optim.SGD(textbook.parameters(), lr=DEFAULT_LR["float"], momentum=0.9, nesterov=True,
                                    weight_decay=WEIGHT_DECAY)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
-    runs = [(ours, ours, opt), (textbook, lambda xb: textbook_lenet5(textbook, xb), opt_textbook)]
+    runs = [(ours, opt), (lambda xb: textbook_lenet5(textbook, xb), opt_textbook)]
     times: list[list[float]] = [[], []]
     batches = iterate(x, y, 128, "cpu", torch.Generator().manual_seed(0), train=True)
     for i, (xb, yb) in zip(range(steps + 10), batches):
         for j in ((0, 1) if i % 2 == 0 else (1, 0)):
-            model, forward, o = runs[j]
+            forward, o = runs[j]
             t0 = time.perf_counter()
             loss = loss_fn(forward(xb), yb)
             o.zero_grad(set_to_none=True)

@@ -264,21 +264,28 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = CROP_PAD) ->
     """Random crop with `pad`-pixel zero padding and horizontal flip, per image, batched.
 
     `x` is uint8 NCHW; random numbers come from `generator` (on the CPU) so a
-    resumed run draws the same crops as an uninterrupted one. One flat
-    `take` gathers every crop at once (advanced indexing with four broadcast
-    index tensors is ~4x slower here).
+    resumed run draws the same crops as an uninterrupted one.
+
+    Each output row is a contiguous run of a padded image's row, so the whole
+    crop is one `index_select` of N*C*H row starts from a view of every W-long
+    run of the flat padded batch: it copies rows, where an element-wise
+    gather (`take`, 1.1 ms for a batch of 128 here) computes and reads an
+    index per pixel (0.57 ms, README "Speed"). A flipped image's crop is the
+    crop of the flipped padded image at the mirrored column offset.
     """
     n, c, h, w = x.shape
-    ph, pw = h + 2 * pad, w + 2 * pad
-    offs = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    rows = offs[0, :, None] + torch.arange(h, device=x.device)  # (N, H)
-    cols = offs[1, :, None] + torch.arange(w, device=x.device)  # (N, W)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    idx = (torch.arange(n, device=x.device)[:, None, None, None] * (c * ph * pw)
-           + torch.arange(c, device=x.device)[None, :, None, None] * (ph * pw)
-           + rows[:, None, :, None] * pw + cols[:, None, None, :])
-    return F.pad(x, (pad, pad, pad, pad)).take(idx)
+    dev = x.device
+    offs = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(dev)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    ph, pw = padded.shape[-2:]
+    images = torch.cat([padded, padded.flip(3)]).reshape(-1)  # image i flipped is image n + i
+    col = torch.where(flip, 2 * pad - offs[1], offs[1])
+    first = (torch.arange(n, device=dev) + n * flip) * (c * ph * pw) + offs[0] * pw + col  # (N,)
+    starts = (first[:, None, None] + (torch.arange(c, device=dev) * (ph * pw))[None, :, None]
+              + (torch.arange(h, device=dev) * pw)[None, None, :])  # (N, C, H)
+    runs = images.as_strided((images.numel() - w + 1, w), (1, 1))  # a view: run k = images[k:k+w]
+    return runs.index_select(0, starts.reshape(-1)).view(n, c, h, w)
 
 
 def iterate(x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device | str,
@@ -288,10 +295,11 @@ def iterate(x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.dev
     order = torch.randperm(n, generator=generator) if train else torch.arange(n)
     for i in range(0, n, batch_size):
         idx = order[i:i + batch_size]
-        xb = x[idx].to(device, non_blocking=True)
+        # index_select copies whole images (0.04 ms for 128 here); x[idx] goes pixel by pixel (0.35 ms).
+        xb = x.index_select(0, idx).to(device, non_blocking=True)
         if train:
             xb = augment(xb, generator, crop_pad)
-        yield normalize(xb), y[idx].to(device, non_blocking=True)
+        yield normalize(xb), y.index_select(0, idx).to(device, non_blocking=True)
 
 
 def input_abs_max() -> float:

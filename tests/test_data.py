@@ -69,6 +69,20 @@ def test_augment_shapes_ranges_and_determinism(tiny_tar, cache_dir):
     assert xb.shape == (32, 3, 32, 32) and yb.shape == (32,)
 
 
+@pytest.mark.parametrize("pad", [0, 1, 4])
+def test_augment_equals_a_per_image_crop_and_flip(tiny_tar, cache_dir, pad):
+    """The batched row gather against the plain loop: pad, crop at the drawn offset, flip."""
+    x = load_cifar10(tiny_tar, cache_dir).train_x[:48]
+    out = augment(x, torch.Generator().manual_seed(7), pad)
+    gen = torch.Generator().manual_seed(7)  # the same draws, in the same order
+    offs = torch.randint(0, 2 * pad + 1, (2, len(x)), generator=gen)
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    for i in range(len(x)):
+        crop = padded[i, :, offs[0, i]:offs[0, i] + 32, offs[1, i]:offs[1, i] + 32]
+        assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
+
+
 def test_crop_and_flip_move_whole_rows():
     # Pixel value = column + 1: after a crop the non-padding values of a row are a
     # run of consecutive columns, ascending (no flip) or descending (flip), shifted <= 4.

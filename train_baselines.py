@@ -88,17 +88,22 @@ def make_optimizer(model: nn.Module, lr: float, wd: float, epochs: int, steps_pe
     return opt, sched
 
 
+def sgd_step(forward, xb: torch.Tensor, yb: torch.Tensor, opt, loss_fn) -> float:
+    """One optimizer step on a batch; returns its loss."""
+    loss = loss_fn(forward(xb), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def train_epoch(model: nn.Module, batches, opt, sched, loss_fn) -> float:
     """One pass of SGD steps over `batches`; returns the summed loss."""
     model.train()
     total = 0.0
     for xb, yb in batches:
-        loss = loss_fn(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        total += sgd_step(model, xb, yb, opt, loss_fn)
         sched.step()
-        total += loss.item()
     return total
 
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import build_model  # noqa: E402
 from models.data import default_data_path, iterate, load_cifar10  # noqa: E402
 from quant.qat import QuantNet  # noqa: E402
-from train_baselines import DEFAULT_LR, LABEL_SMOOTHING, WEIGHT_DECAY, make_optimizer, train_epoch  # noqa: E402
+from train_baselines import DEFAULT_LR, LABEL_SMOOTHING, WEIGHT_DECAY, make_optimizer, sgd_step, train_epoch  # noqa: E402
 
 
 def epoch_seconds(model, x, y, stage: str, batch_size: int = 128) -> float:
@@ -75,11 +75,7 @@ def step_milliseconds(x, y, steps: int = 200) -> tuple[float, float]:
         for j in ((0, 1) if i % 2 == 0 else (1, 0)):
             forward, o = runs[j]
             t0 = time.perf_counter()
-            loss = loss_fn(forward(xb), yb)
-            o.zero_grad(set_to_none=True)
-            loss.backward()
-            o.step()
-            loss.item()
+            sgd_step(forward, xb, yb, o, loss_fn)
             if i >= 10:  # warm-up steps are not timed
                 times[j].append(time.perf_counter() - t0)
     return statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3

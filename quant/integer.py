@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from models.data import MEAN, STD
 from models.pooling import max_pool2x2
-from quant.fake_quant import A_QMAX, W_QMAX, weight_codes, weight_scale
+from quant.fake_quant import A_QMAX, W_QMAX
 from quant.lookup import apply_table
 from quant.qat import QuantNet
 
@@ -56,10 +56,9 @@ def export_int8(qnet: QuantNet) -> tuple[torch.Tensor, list[IntLayer]]:
                        for m, s in zip(MEAN, STD)]).to(torch.int32)
     layers = []
     for i, st in enumerate(qnet.stages):
-        w = qnet.weights[st.name].detach().cpu()
-        s_w = weight_scale(w).double()
+        wq, s_w, _ = (t.cpu() for t in qnet.int8_weights(i))
+        wq, s_w = wq.to(torch.int32).flatten(1), s_w.double()
         s_in = torch.tensor(float(qnet.in_scale(i)), dtype=torch.float64)
-        wq = weight_codes(w, s_w.float()).to(torch.int32).flatten(1)
         acc_scale = s_w * s_in
         bias = torch.round(qnet.biases[st.name].detach().cpu().double() / acc_scale).to(torch.int64)
         fan_in = wq.shape[1]

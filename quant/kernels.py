@@ -70,13 +70,16 @@ class FloatStages:
         for i in range(len(qnet.stages)):
             w, b = qnet.quantised_weights(i)
             self._weights[i] = (w * qnet.in_scale(i), b)
+        self._hwc: dict = {}  # stage -> its weight for a flattened channels-last map, made on first use
 
     def _linear(self, i: int, q: torch.Tensor) -> torch.Tensor:
         st = self.qnet.stages[i]
         w, b = self._weights[i]
         if st.flatten:
             if is_channels_last(q):
-                w = _hwc_columns(w, q)
+                if i not in self._hwc:
+                    self._hwc[i] = _hwc_columns(w, q)
+                w = self._hwc[i]
             q = _flatten(q)
         if st.kind == "conv":
             return F.conv2d(q, w, b, padding=st.padding)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from argparse import Namespace
 from pathlib import Path
 
@@ -12,43 +10,17 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_TAR = Path(os.environ.get("TAPQUANT_SHARED_TAR", ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
-TRAIN_PER_CLASS = 60
-TEST_PER_CLASS = 20
+# 600 training and 200 test images of real CIFAR-10, shipped in the repo
+# (tests/data/make_tiny_cifar10.py made it), so a fresh clone needs no network.
+TINY_TAR = ROOT / "tests" / "data" / "cifar10-tiny.tar.gz"
 
 # Two cores: torch's intra-op threads are enough; keep tests from oversubscribing.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def make_subset_tar(dest: Path, train_per_class: int = TRAIN_PER_CLASS, test_per_class: int = TEST_PER_CLASS) -> Path:
-    """Copies the first images of each class from the shared CIFAR-10 archive."""
-    if not SHARED_TAR.is_file():
-        pytest.fail(f"the shared CIFAR-10 copy {SHARED_TAR} is missing (set TAPQUANT_SHARED_TAR)")
-    taken: dict = {}
-    with tarfile.open(SHARED_TAR, "r:gz") as src, tarfile.open(dest, "w:gz") as out:
-        for m in src:
-            if not m.isfile():
-                continue
-            parts = Path(m.name).parts
-            part, cls = parts[-3], parts[-2]
-            limit = train_per_class if part == "train" else test_per_class
-            key = (part, cls)
-            if taken.get(key, 0) >= limit:
-                continue
-            taken[key] = taken.get(key, 0) + 1
-            blob = src.extractfile(m).read()
-            info = tarfile.TarInfo(f"{part}/{cls}/{Path(m.name).name}")
-            info.size = len(blob)
-            out.addfile(info, io.BytesIO(blob))
-            if len(taken) == 20 and all(v >= (train_per_class if k[0] == "train" else test_per_class)
-                                        for k, v in taken.items()):
-                break
-    return dest
-
-
 @pytest.fixture(scope="session")
-def tiny_tar(tmp_path_factory) -> Path:
-    return make_subset_tar(tmp_path_factory.mktemp("data") / "cifar10-tiny.tar.gz")
+def tiny_tar() -> Path:
+    return TINY_TAR
 
 
 @pytest.fixture(scope="session")

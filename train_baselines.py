@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from models import MODEL_NAMES, build_model
-from models.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
+from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, save_checkpoint
 from models.cli import (add_common_args, non_negative_float, non_negative_int, positive_float, positive_int,
                         resolve_device, run_main)
 from models.data import CROP_PAD, iterate, load_cifar10
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--model", default="lenet5", choices=MODEL_NAMES)
         if stage == "float":
             s.add_argument("--epochs", type=positive_int, default=30, help="float epochs (default 30)")
+            s.add_argument("--batchnorm", choices=BATCHNORM_CHOICES, default=None,
+                           help="BatchNorm while training: none, after each conv, or after all layers but the "
+                                "classifier; folded away when QAT starts (default: the model's, "
+                                + ", ".join(f"{m} {b}" for m, b in DEFAULT_BATCHNORM.items()) + ")")
         else:
             s.add_argument("--qat-epochs", dest="epochs", type=positive_int, default=10,
                            help="QAT epochs (default 10)")
@@ -110,16 +114,9 @@ def train_epoch(model: nn.Module, batches, opt, sched, loss_fn) -> float:
 def initial_model(args, data, device) -> nn.Module:
     torch.manual_seed(args.seed)
     if args.stage == "float":
-        return build_model(args.model)
+        return build_model(args.model, args.batchnorm)
     src = args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float")
-    ckpt = load_checkpoint(src, model=args.model, stage="float")
-    if not ckpt["meta"].get("complete", False):
-        raise UserError(f"float checkpoint {src} is unfinished (epoch {ckpt['meta']['epochs_done']} of "
-                        f"{ckpt['meta']['epochs']}); finish it with: python train_baselines.py float "
-                        f"--model {args.model} --resume")
-    fmodel = build_model(args.model)
-    fmodel.load_state_dict(ckpt["state_dict"])
-    qmodel = QuantNet(fmodel, observer=args.observer).to(device)
+    qmodel = QuantNet(load_float_model(src, args.model), observer=args.observer).to(device)
     # Observers start from the float model's activations on unaugmented training batches.
     idx = data.calibration_indices(CALIB_BATCHES * args.batch_size)
     calib = iterate(data.train_x[idx], data.train_y[idx], args.batch_size, device)
@@ -146,6 +143,7 @@ def train(args, on_epoch_end=None) -> dict:
             "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
             "crop_pad": args.crop_pad, "batch_size": args.batch_size, "seed": args.seed, "data_source": data.source,
             "data_hash": data.source_hash, "history": [], "complete": False}
+    meta["batchnorm"] = model.batchnorm
     if args.stage == "qat":
         meta["float_checkpoint"] = str(args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float"))
         meta["observer"] = args.observer
@@ -155,7 +153,8 @@ def train(args, on_epoch_end=None) -> dict:
         ts, old = ckpt["train_state"], ckpt["meta"]
         if old.get("complete"):
             raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
-        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay", "label_smoothing", "crop_pad", "observer"):
+        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay", "label_smoothing", "crop_pad", "observer",
+                  "batchnorm"):
             if old.get(k) != meta.get(k):
                 raise UserError(f"cannot resume {out}: it was started with {k}={old.get(k)}, now {meta.get(k)}; "
                                 f"use the same flags, or start over without --resume")

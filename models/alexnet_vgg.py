@@ -1,11 +1,12 @@
 """CIFAR-10 variants of AlexNet, VGG16 and VGG19 (the guide's comparison table).
 
-Convs carry BatchNorm, which QAT folds into the conv weights. Only the convs
+They train with BatchNorm after every conv (models.DEFAULT_BATCHNORM), which QAT
+folds into the conv weights. Only the convs
 (and, for AlexNet, the two hidden fc layers) are quantized/approximated; the
 final linear classifier is not, as for LeNet-5's fc3.
 """
 
-from models.net import Stage, StagedNet, describe
+from models.net import Stage, describe
 
 
 def _conv_stages(plan: list) -> list[Stage]:
@@ -15,7 +16,7 @@ def _conv_stages(plan: list) -> list[Stage]:
         if item == "M":
             continue
         pool = i + 1 < len(plan) and plan[i + 1] == "M"
-        stages.append(Stage(f"conv{len(stages) + 1}", "conv", in_ch, item, kernel=3, padding=1, pool=pool, bn=True))
+        stages.append(Stage(f"conv{len(stages) + 1}", "conv", in_ch, item, kernel=3, padding=1, pool=pool))
         in_ch = item
     return stages
 
@@ -36,18 +37,8 @@ ALEXNET_STAGES = _conv_stages(ALEXNET_PLAN) + [
 ]
 
 
-def vgg16() -> StagedNet:
-    return StagedNet("vgg16", VGG16_STAGES)
-
-
-def vgg19() -> StagedNet:
-    return StagedNet("vgg19", VGG19_STAGES)
-
-
-def alexnet() -> StagedNet:
-    return StagedNet("alexnet", ALEXNET_STAGES)
-
-
 if __name__ == "__main__":
-    for build in (alexnet, vgg16, vgg19):
-        print("\n".join(describe(build())))
+    from models import build_model
+
+    for name in ("alexnet", "vgg16", "vgg19"):
+        print("\n".join(describe(build_model(name))))

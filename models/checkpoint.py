@@ -65,3 +65,23 @@ def load_checkpoint(path: str | os.PathLike, model: str | None = None, stage: st
         raise UserError(f"checkpoint {path} is a {ckpt['stage']} checkpoint, expected {stage}"
                         + (f"; make one with: {make}" if make else ""))
     return ckpt
+
+
+def load_float_model(path: str | os.PathLike, model: str):
+    """The complete float model of a checkpoint, built with the BatchNorm it was trained with."""
+    from models import build_model
+
+    ckpt = load_checkpoint(path, model=model, stage="float")
+    meta = ckpt["meta"]
+    if not meta.get("complete", False):
+        raise UserError(f"float checkpoint {path} is unfinished (epoch {meta['epochs_done']} of {meta['epochs']}); "
+                        f"finish it with: python train_baselines.py float --model {model} --resume")
+    batchnorm = meta.get("batchnorm", "conv" if model != "lenet5" else "none")  # older checkpoints: the old defaults
+    net = build_model(model, batchnorm)
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError:
+        raise UserError(f"float checkpoint {path} does not fit a {model} with batchnorm={batchnorm} (its weights "
+                        f"belong to another BatchNorm placement or model); retrain it with: python "
+                        f"train_baselines.py float --model {model}") from None
+    return net

@@ -10,7 +10,7 @@ chain without per-model code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -28,7 +28,8 @@ class Stage:
     in_ch/out_ch  channels (conv) or features (fc).
     kernel/padding  conv geometry (ignored for fc).
     pool        max-pool 2x2 after ReLU (conv only).
-    bn          BatchNorm2d after the conv (folded into it for QAT).
+    bn          BatchNorm after the layer, before ReLU (BatchNorm2d for a conv,
+                BatchNorm1d for an fc); folded into the layer for QAT.
     flatten     flatten the input before this layer (the first fc).
     classifier  the last layer: no ReLU, never approximated.
     """
@@ -64,17 +65,30 @@ class StagedNet(nn.Module):
         for st in self.stages:
             if st.kind == "conv":
                 setattr(self, st.name, nn.Conv2d(st.in_ch, st.out_ch, st.kernel, padding=st.padding))
-                if st.bn:
-                    setattr(self, f"{st.name}_bn", nn.BatchNorm2d(st.out_ch))
             elif st.kind == "fc":
                 setattr(self, st.name, nn.Linear(st.in_ch, st.out_ch))
             else:
                 raise ValueError(f"unknown stage kind {st.kind!r}")
+            if st.bn:
+                if st.classifier:
+                    raise ValueError("the classifier carries no BatchNorm")
+                norm = nn.BatchNorm2d if st.kind == "conv" else nn.BatchNorm1d
+                setattr(self, f"{st.name}_bn", norm(st.out_ch))
 
     @property
     def quant_layers(self) -> list[str]:
         """Layers whose activations are INT8 codes (all but the classifier)."""
         return [st.name for st in self.stages if not st.classifier]
+
+    @property
+    def bn_layers(self) -> list[str]:
+        return [st.name for st in self.stages if st.bn]
+
+    @property
+    def batchnorm(self) -> str:
+        """Where BatchNorm sits: "none", "conv" or "all" (models.BATCHNORM_CHOICES)."""
+        kinds = {st.kind for st in self.stages if st.bn}
+        return "all" if "fc" in kinds else "conv" if kinds else "none"
 
     def forward(self, x: torch.Tensor, record: dict | None = None) -> torch.Tensor:
         for st in self.stages:
@@ -96,6 +110,35 @@ class StagedNet(nn.Module):
             if st.pool:
                 x = max_pool2x2(x)
         raise AssertionError("unreachable: the last stage is the classifier")
+
+
+@torch.no_grad()
+def folded_weights(model: StagedNet, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer `name`'s weight and bias with its BatchNorm (running statistics) folded in.
+
+    BN(W x + b) = g * (W x + b - mean) + beta with g = gamma / sqrt(var + eps),
+    so the folded layer is (g W) x + (g (b - mean) + beta): the network that is
+    quantized and deployed has exactly the layers of the BN-free model.
+    """
+    st = model.stages[[s.name for s in model.stages].index(name)]
+    layer = getattr(model, name)
+    w, b = layer.weight.detach().clone(), layer.bias.detach().clone()
+    if st.bn:
+        bn = getattr(model, f"{name}_bn")
+        g = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        w = w * g.view(-1, *([1] * (w.dim() - 1)))
+        b = (b - bn.running_mean) * g + bn.bias.detach()
+    return w, b
+
+
+def fold_batchnorm(model: StagedNet) -> StagedNet:
+    """The BN-free network `model` computes in eval mode (what QAT starts from)."""
+    plain = StagedNet(model.model_name, [replace(st, bn=False) for st in model.stages])
+    for st in model.stages:
+        w, b = folded_weights(model, st.name)
+        getattr(plain, st.name).weight.data.copy_(w)
+        getattr(plain, st.name).bias.data.copy_(b)
+    return plain.eval()
 
 
 def describe(model: StagedNet, image_size: int = 32) -> list[str]:

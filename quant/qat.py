@@ -1,6 +1,6 @@
 """The INT8 model: quantization-aware training and the student hooks.
 
-`QuantNet` wraps a float `StagedNet` chain (BatchNorm folded into the convs)
+`QuantNet` wraps a float `StagedNet` chain (BatchNorm folded into its layers)
 and simulates INT8 inference in float (fake quantization, quant/fake_quant.py):
 
     input  -> int8 codes (fixed scale)
@@ -26,7 +26,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from models.data import input_abs_max
-from models.net import Stage, StagedNet
+from models.net import Stage, StagedNet, folded_weights
 from models.pooling import max_pool2x2
 from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,
                               input_codes, weight_codes, weight_scale)
@@ -44,20 +44,15 @@ class QuantNet(nn.Module):
             raise ValueError(f"observer must be one of {OBSERVERS}, got {observer!r}")
         self.observer = observer
         self.model_name = float_model.model_name
+        self.batchnorm = float_model.batchnorm  # the float model's, recorded; folded away below
         self.stages: list[Stage] = list(float_model.stages)
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         for st in self.stages:
-            layer = getattr(float_model, st.name)
-            w, b = layer.weight.detach().clone(), layer.bias.detach().clone()
-            if st.bn:  # fold BatchNorm (running statistics) into the conv
-                bn = getattr(float_model, f"{st.name}_bn")
-                g = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-                w = w * g.view(-1, 1, 1, 1)
-                b = (b - bn.running_mean) * g + bn.bias.detach()
+            w, b = folded_weights(float_model, st.name)  # BatchNorm folded into its layer
             self.weights[st.name] = nn.Parameter(w)
             self.biases[st.name] = nn.Parameter(b)
-        # EMA of the post-ReLU max per quantized layer; scale = act_max / 255.
+        # The observed post-ReLU max per quantized layer (see OBSERVERS); scale = act_max / 255.
         self.register_buffer("act_max", torch.zeros(len(self.quant_layers)))
         self.observing = True
         self.input_scale = input_abs_max() / W_QMAX

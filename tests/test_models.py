@@ -69,3 +69,38 @@ def test_debug_command_prints_shapes_and_record_points():
     for needle in ("block_output.conv1", "block_output.conv2", "classifier.fc1.out", "classifier.fc2.out",
                    "(1, 6, 28, 28)", "(1, 400)", "(1, 10)"):
         assert needle in r.stdout
+
+
+@pytest.mark.parametrize("batchnorm", ["conv", "all"])
+def test_folding_batchnorm_gives_the_plain_network_with_the_same_function(batchnorm):
+    from models.net import fold_batchnorm
+
+    torch.manual_seed(0)
+    m = build_model("lenet5", batchnorm).train()
+    for _ in range(3):  # non-trivial running statistics
+        m(torch.randn(32, 3, 32, 32))
+    for name in m.bn_layers:  # and non-trivial affine parameters
+        bn = getattr(m, f"{name}_bn")
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+    m.eval()
+    plain = fold_batchnorm(m)
+    assert m.batchnorm == batchnorm and plain.batchnorm == "none"
+    assert m.bn_layers == (["conv1", "conv2"] if batchnorm == "conv" else ["conv1", "conv2", "fc1", "fc2"])
+    assert sum(p.numel() for p in plain.parameters()) == 62_006  # the guide's LeNet-5, exactly
+    x = torch.randn(8, 3, 32, 32)
+    ra, rb = {}, {}
+    assert torch.allclose(m(x, record=ra), plain(x, record=rb), atol=1e-5)
+    assert all(torch.allclose(ra[k], rb[k], atol=1e-5) for k in ra)
+
+
+def test_bad_batchnorm_placement_is_a_clear_error():
+    with pytest.raises(UserError, match="none, conv, all"):
+        build_model("lenet5", "fc")
+
+
+def test_debug_command_shows_the_folded_network():
+    r = subprocess.run([sys.executable, "-m", "models.lenet5", "--batchnorm", "conv"], cwd=ROOT, capture_output=True,
+                       text=True, check=True)
+    assert "BatchNorm after conv1, conv2" in r.stdout and "folded into conv1, conv2" in r.stdout
+    assert "62,006 parameters" in r.stdout

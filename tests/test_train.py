@@ -77,7 +77,7 @@ def test_bad_checkpoints_are_one_line_errors(tiny_teacher, tiny_tar, tmp_path):
 
 @pytest.mark.parametrize("flag", [["--epochs", "0"], ["--epochs", "-3"], ["--lr", "abc"], ["--batch-size", "0"],
                                   ["--model", "resnet"], ["--device", "tpu"], ["--crop-pad", "-1"],
-                                  ["--crop-pad", "40"]])
+                                  ["--crop-pad", "40"], ["--batchnorm", "bn"]])
 def test_nonsense_flags_are_rejected(flag):
     r = run_cli("float", *flag)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "usage:" in r.stderr
@@ -103,3 +103,21 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny_tar, cac
     assert resumed["test_acc"] == full["test_acc"]
     with pytest.raises(UserError, match="already complete"):
         train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, epochs=3, resume=True))
+
+
+def test_batchnorm_teacher_folds_for_qat_and_refuses_another_placement(tmp_path, tiny_tar, cache_dir):
+    from models.checkpoint import load_float_model
+
+    meta = train(train_args("float", tmp_path, tiny_tar, cache_dir, batchnorm="all"))
+    assert meta["batchnorm"] == "all"
+    path = tmp_path / "lenet5_float_unfused.pth"
+    assert load_float_model(path, "lenet5").bn_layers == ["conv1", "conv2", "fc1", "fc2"]
+    qmeta = train(train_args("qat", tmp_path, tiny_tar, cache_dir))
+    assert qmeta["batchnorm"] == "all" and qmeta["complete"]
+    qsd = load_checkpoint(tmp_path / "lenet5_qat_preconvert.pth", "lenet5", "qat")["state_dict"]
+    assert not any("_bn" in k for k in qsd)  # the INT8 teacher is the plain LeNet-5
+    ck = load_checkpoint(path, "lenet5", "float")
+    ck["meta"]["batchnorm"] = "conv"  # a checkpoint that claims another placement than its weights
+    save_checkpoint(path, "lenet5", "float", ck["state_dict"], ck["meta"])
+    with pytest.raises(UserError, match="does not fit a lenet5 with batchnorm=conv"):
+        load_float_model(path, "lenet5")

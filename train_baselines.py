@@ -76,8 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--batch-size", type=positive_int, default=128)
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--resume", action="store_true", help="continue an interrupted run of this stage")
+        s.add_argument("--no-progress", action="store_true", help="no progress bar")
         add_common_args(s)
     return p
+
+
+def stage_args(stage: str, **values) -> argparse.Namespace:
+    """A stage's flags as parsed from the command line: its defaults, with `values` instead where given."""
+    args = build_parser().parse_args([stage])
+    unknown = sorted(set(values) - set(vars(args)))
+    if unknown:
+        raise TypeError(f"train_baselines {stage} has no option {unknown}")
+    vars(args).update(values)
+    return args
 
 
 def make_optimizer(model: nn.Module, lr: float, wd: float, epochs: int, steps_per_epoch: int, stage: str):
@@ -175,7 +186,8 @@ def train(args, on_epoch_end=None) -> dict:
             # then train against the exact quantizer the teacher will use.
             model.observing = epoch <= max(1, args.epochs // 2)
         batches = iterate(train_x, train_y, args.batch_size, device, gen, train=True, crop_pad=args.crop_pad)
-        bar = tqdm(batches, total=steps, desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch")
+        bar = tqdm(batches, total=steps, desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch",
+                   disable=args.no_progress)
         total_loss = train_epoch(model, bar, opt, sched, loss_fn)
         val_acc = accuracy(model, val_x, val_y, device)
         secs = time.perf_counter() - t0

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from agents.result import read_result
-from envs.problem import load_teacher
+from quant.qat import load_teacher
 from models import MODEL_NAMES
 from models.checkpoint import file_sha256
 from models.cli import add_common_args, resolve_device, run_main

@@ -1,4 +1,4 @@
-"""The search's result file (TAP.md section 7): writing it atomically, reading it strictly."""
+"""The search's result file (TAP.md section 7): its schema, written atomically and read strictly."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 from models import MODEL_NAMES
+from models.checkpoint import atomic_write
 from models.errors import UserError
 from quant.tap import TapParams, build_table
 
 FORMAT = "tapquant-result"
-RESULT_DIR = "tri_ppo_int_codes"
+RESULT_DIR = "tri_ppo_int_codes"  # the guide's folder name; it holds the results of every --algo
 
 
 def result_path(out_dir: str | os.PathLike, result_file: str) -> Path:
@@ -19,12 +20,33 @@ def result_path(out_dir: str | os.PathLike, result_file: str) -> Path:
     return p if p.is_absolute() or p.parent != Path(".") else Path(out_dir) / RESULT_DIR / p
 
 
+def build_result(problem, *, algo: str, seed: int, options: dict, episodes_requested: int, best: dict | None,
+                 rewards: list, complete: bool, seconds: float) -> dict:
+    """The result file's content for a search on `problem` (envs/problem.TapProblem)."""
+    cfg, layers = problem.config, problem.layers
+    return {
+        "format": FORMAT, "version": 1, "complete": complete,
+        "model": cfg.model,
+        "teacher": {"path": str(Path(problem.teacher_path).resolve()), "sha256": problem.teacher_sha256},
+        "levels": cfg.levels, "attention_weight": cfg.attention_weight,
+        "layers": layers, "attention_layers": problem.attention_layers,
+        "record_points": {n: problem.qnet.stages[problem.qnet.stage_index(n)].record_point for n in layers},
+        "search_split": {"source": "validation split of the training set (models/data.py, fixed seed)",
+                         "size": cfg.search_size, "data_hash": problem.data_hash},
+        "calib_batches": cfg.calib_batches,
+        "backend": problem.kernels.name,
+        "tmax": {n: problem.stats[n].tmax for n in layers},
+        "p90": {n: problem.stats[n].p90 for n in layers},
+        "algo": algo, "seed": seed, "options": options,
+        "episodes": len(rewards), "episodes_requested": episodes_requested,
+        "seconds": round(seconds, 2),
+        "best": best,
+        "reward_history": rewards,
+    }
+
+
 def write_result(path: str | os.PathLike, result: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
 
 
 def read_result(path: str | os.PathLike) -> dict:

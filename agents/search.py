@@ -2,85 +2,72 @@
 
     python -m agents.search --model lenet5 --episodes 1000 --result-file lenet5_ppo_result.json
 
-Writes outputs/tri_ppo_int_codes/<result-file> (TAP.md section 7), TensorBoard
-logs under outputs/tb/, and, every 100 episodes, a checkpoint that
-`--resume` continues from.
+Writes <out-dir>/tri_ppo_int_codes/<result-file> (TAP.md section 7),
+TensorBoard logs under <out-dir>/tb/, and, every 100 episodes, a checkpoint
+that `--resume` continues from (agents/resume.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import sys
+import os
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 import envs  # noqa: F401  (registers the TapQuant-* ids)
 from agents.algos import ALGOS, algo_class, hyperparams
-from agents.result import FORMAT, result_path, write_result
+from agents.result import build_result, result_path, write_result
+from agents.resume import CHECKPOINT_EVERY, SearchCheckpoint
 from agents.tracker import SearchTracker, TrackerCallback
 from envs import ENV_IDS
+from envs.config import ProblemConfig
 from envs.problem import TapProblem
-from models import MODEL_NAMES, quant_layer_names
-from models.cli import add_common_args, non_negative_float, positive_int, run_main
+from models.cli import add_common_args, add_config_args, config_from_args, option, positive_int, run_main
 from models.errors import UserError
 
-CHECKPOINT_EVERY = 100  # episodes
+WANDB_MODES = ("disabled", "offline", "online")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search run: the problem it scores and how it searches it."""
+
+    problem: ProblemConfig = field(default_factory=ProblemConfig)
+    algo: str = option("ppo", "learner: ppo, a2c, sac, td3, ddpg (SB3), trpo (sb3-contrib), or random search",
+                       choices=ALGOS)
+    episodes: int = option(1000, "configurations to try; one episode = one TAP per layer", type=positive_int)
+    seed: int = option(0, "seed of the learner (or of the random search)", type=int)
+    hyperparams: str | None = option(None, "RL Zoo-style YAML overriding the learner's defaults (agents/algos.py)")
+    n_envs: int = option(1, "parallel envs (subprocesses when > 1)", type=positive_int)
+    result_file: str | None = option(None, "result file name under <out-dir>/tri_ppo_int_codes/; "
+                                           "None means <model>_<algo>_result.json")
+    wandb: str = option("disabled", "Weights & Biases: offline needs no account or network", choices=WANDB_MODES)
+    wandb_project: str | None = option(None, "W&B project; None means $WANDB_PROJECT, else tapquant")
+    no_progress: bool = option(False, "no progress bar", action="store_true")
+
+    @property
+    def result_path(self) -> Path:
+        name = self.result_file or f"{self.problem.model}_{self.algo}_result.json"
+        return result_path(self.problem.out_dir, name)
+
+    def resume_options(self) -> dict:
+        """What a resumed search must share with the interrupted one (not how it is shown or logged)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("wandb", "wandb_project",
+                                                                                   "no_progress", "problem")}
+        return {**d, "problem": self.problem.as_dict()}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="lenet5", choices=MODEL_NAMES)
-    p.add_argument("--episodes", type=positive_int, default=1000, help="configurations to try (default 1000)")
-    p.add_argument("--result-file", default=None,
-                   help="result file name under <out-dir>/tri_ppo_int_codes/ (default <model>_<algo>_result.json)")
-    p.add_argument("--algo", default="ppo", choices=ALGOS, help="learner (default ppo); random = uniform baseline")
-    p.add_argument("--hyperparams", default=None, help="RL Zoo-style YAML overriding the learner's defaults")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--attention-weight", type=non_negative_float, default=50.0, help="w_att (default 50)")
-    p.add_argument("--levels", type=positive_int, default=16, help="TAP budget K, 4..256 (default 16 = 4 bits)")
-    p.add_argument("--layers", default=None,
-                   help="comma-separated layers to approximate (default: all quantized layers), e.g. conv1,conv2")
-    p.add_argument("--search-size", type=positive_int, default=5000, help="search-split images (default 5000)")
-    p.add_argument("--calib-batches", type=positive_int, default=10,
-                   help="training batches (128 images) for histograms and tmax (default 10)")
-    p.add_argument("--teacher", default=None, help="INT8 teacher (default <out-dir>/<model>_qat_preconvert.pth)")
-    p.add_argument("--n-envs", type=positive_int, default=1, help="parallel envs (subprocesses when > 1)")
-    p.add_argument("--wandb", default="disabled", choices=["disabled", "offline", "online"],
-                   help="Weights & Biases mode (default disabled; offline needs no account or network)")
-    p.add_argument("--wandb-project", default="tapquant")
+    add_config_args(p, ProblemConfig)
+    add_config_args(p, SearchConfig)
     p.add_argument("--resume", action="store_true", help="continue an interrupted search from its checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_args(p)
     return p
-
-
-def parse_layers(text: str | None, model: str) -> list[str] | None:
-    if not text:
-        return None
-    layers = [s.strip() for s in text.split(",") if s.strip()]
-    valid = quant_layer_names(model)
-    bad = [n for n in layers if n not in valid]
-    if bad or not layers:
-        raise UserError(f"--layers {text!r}: {bad or 'empty'} not quantized layers of {model}; "
-                        f"choose from {','.join(valid)}")
-    return layers
-
-
-def env_kwargs(args, layers) -> dict:
-    return dict(model=args.model, teacher=args.teacher, out_dir=args.out_dir, levels=args.levels,
-                attention_weight=args.attention_weight, layers=layers, search_size=args.search_size,
-                calib_batches=args.calib_batches, device=args.device, data=args.data, cache_dir=args.cache_dir)
-
-
-def resume_key(args) -> dict:
-    """The flags a resumed search must share with the interrupted one."""
-    return {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress", "wandb")}
 
 
 def make_logger(tb_dir: Path):
@@ -88,40 +75,21 @@ def make_logger(tb_dir: Path):
     return configure(str(tb_dir), ["tensorboard"])
 
 
-def start_wandb(args, run_name: str, config: dict, out_dir: Path):
-    if args.wandb == "disabled":
+def start_wandb(cfg: SearchConfig, config: dict):
+    if cfg.wandb == "disabled":
         return None
     import wandb
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # W&B writes under $WANDB_DIR when the user set it, else under the output directory.
+    where = Path(os.environ.get("WANDB_DIR") or cfg.problem.out_dir)
+    where.mkdir(parents=True, exist_ok=True)
     try:
-        return wandb.init(project=args.wandb_project, name=run_name, mode=args.wandb, dir=str(out_dir),
-                          config=config, sync_tensorboard=True, reinit="finish_previous")
+        return wandb.init(project=cfg.wandb_project or os.environ.get("WANDB_PROJECT", "tapquant"),
+                          name=cfg.result_path.stem, mode=cfg.wandb, dir=str(where), config=config,
+                          sync_tensorboard=True, reinit="finish_previous")
     except Exception as e:  # no login, no network, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"W&B could not start in {args.wandb} mode ({first}); use --wandb offline "
+        raise UserError(f"W&B could not start in {cfg.wandb} mode ({first}); use --wandb offline "
                         f"(no account or network needed) or --wandb disabled") from None
-
-
-def build_result(args, problem: TapProblem, tracker: SearchTracker, layers: list, complete: bool,
-                 seconds: float) -> dict:
-    return {
-        "format": FORMAT, "version": 1, "complete": complete,
-        "model": args.model,
-        "teacher": {"path": str(Path(problem.teacher).resolve()), "sha256": problem.teacher_sha256},
-        "levels": problem.levels, "attention_weight": problem.attention_weight,
-        "layers": layers, "attention_layers": problem.attention_layers,
-        "record_points": {n: problem.qnet.stages[problem.qnet.stage_index(n)].record_point for n in layers},
-        "search_split": {"source": "validation split of the training set (models/data.py, fixed seed)",
-                         "size": problem.search_size, "data_hash": problem.data_hash},
-        "calib_batches": problem.calib_batches,
-        "tmax": {n: problem.stats[n].tmax for n in layers},
-        "p90": {n: problem.stats[n].p90 for n in layers},
-        "algo": args.algo, "seed": args.seed,
-        "episodes": tracker.episodes, "episodes_requested": args.episodes,
-        "seconds": round(seconds, 2),
-        "best": tracker.best,
-        "reward_history": tracker.rewards,
-    }
 
 
 def run_random(env, tracker: SearchTracker, seed: int) -> None:
@@ -136,85 +104,70 @@ def run_random(env, tracker: SearchTracker, seed: int) -> None:
         tracker.update(infos, dones, step)
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    layers = parse_layers(args.layers, args.model)
-    env_id = ENV_IDS[args.model]
-    out_dir = Path(args.out_dir)
-    result_file = result_path(out_dir, args.result_file or f"{args.model}_{args.algo}_result.json")
-    ckpt_dir = result_file.with_name(result_file.stem + ".ckpt")
-    run_name = result_file.stem
-    params = hyperparams(args.algo, args.model, env_id, args.hyperparams)
-
-    # Build the problem once here: clear errors (missing teacher, bad data) before any subprocess starts.
-    problem = TapProblem(**env_kwargs(args, layers))
-    layers = problem.layers
+def make_vec_env(cfg: SearchConfig, problem: TapProblem):
     from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    set_random_seed(args.seed)
-    if args.n_envs == 1:
+    env_id = ENV_IDS[cfg.problem.model]
+    if cfg.n_envs == 1:
         env = DummyVecEnv([lambda: Monitor(gym.make(env_id, problem=problem))])
-    else:  # each subprocess builds its own problem (teacher cache) from the same flags
-        kw = env_kwargs(args, layers)
-        env = SubprocVecEnv([lambda: Monitor(gym.make(env_id, **kw)) for _ in range(args.n_envs)])
-    env.seed(args.seed)
+    else:  # each subprocess builds its own problem (teacher cache) from the same config
+        kw = asdict(cfg.problem)
+        env = SubprocVecEnv([lambda: Monitor(gym.make(env_id, **kw)) for _ in range(cfg.n_envs)])
+    env.seed(cfg.seed)
+    return env
 
-    state = None
-    if args.resume:
-        state_file = ckpt_dir / "tracker.json"
-        if not state_file.is_file():
-            raise UserError(f"no search checkpoint at {ckpt_dir}; run without --resume")
-        state = json.loads(state_file.read_text())
-        if state.get("args") != resume_key(args):
-            raise UserError(f"cannot resume {ckpt_dir}: it was started with other flags ({state.get('args')})")
+
+def run(cfg: SearchConfig, resume: bool = False) -> dict:
+    """Runs the search; writes and returns its result (agents/result.py)."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    params = hyperparams(cfg.algo, cfg.problem.model, ENV_IDS[cfg.problem.model], cfg.hyperparams)
+    ckpt = SearchCheckpoint(cfg.result_path)
+    state = ckpt.load_state(cfg.resume_options()) if resume else None
+    # Build the problem once here: clear errors (missing teacher, bad data) before any subprocess starts.
+    problem = TapProblem(cfg.problem)
+    set_random_seed(cfg.seed)
+    env = make_vec_env(cfg, problem)
+    if state:
         print(f"[Search] resuming after episode {state['tracker']['episodes']}", flush=True)
 
-    config = {**vars(args), "layers": layers, "hyperparams": {k: str(v) for k, v in params.items()}}
-    run = start_wandb(args, run_name, config, out_dir)
-    logger = make_logger(out_dir / "tb" / run_name)
-    tracker = SearchTracker(args.episodes, logger, show_progress=not args.no_progress,
-                            checkpoint_every=CHECKPOINT_EVERY,
-                            **({"done": state["tracker"]["episodes"], "best": state["tracker"]["best"],
-                                "rewards": state["tracker"]["rewards"]} if state else {}))
+    options = {k: str(v) for k, v in params.items()}
+    run_ = start_wandb(cfg, {**cfg.resume_options(), "hyperparams": options})
+    logger = make_logger(Path(cfg.problem.out_dir) / "tb" / cfg.result_path.stem)
+    t = state["tracker"] if state else {}
+    tracker = SearchTracker(cfg.episodes, logger, show_progress=not cfg.no_progress, done=t.get("episodes", 0),
+                            best=t.get("best"), rewards=t.get("rewards"), checkpoint_every=CHECKPOINT_EVERY)
     t0 = time.perf_counter() - (state["seconds"] if state else 0.0)
-    model = None
+    learner = None
 
-    def checkpoint(complete: bool = False) -> None:
+    def result(complete: bool) -> dict:
+        return build_result(problem, algo=cfg.algo, seed=cfg.seed, options=options,
+                            episodes_requested=cfg.episodes, best=tracker.best, rewards=tracker.rewards,
+                            complete=complete, seconds=time.perf_counter() - t0)
+
+    def checkpoint() -> None:
         if tracker.best is None:
             return
-        write_result(result_file, build_result(args, problem, tracker, layers, complete, time.perf_counter() - t0))
-        if complete:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-            return
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if model is not None:
-            model.save(ckpt_dir / "model.zip")
-            if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
-                model.save_replay_buffer(ckpt_dir / "replay_buffer.pkl")
-        tmp = ckpt_dir / "tracker.json.tmp"
-        tmp.write_text(json.dumps({"args": resume_key(args), "tracker": tracker.state(), "seconds": time.perf_counter() - t0}))
-        tmp.replace(ckpt_dir / "tracker.json")
+        write_result(cfg.result_path, result(complete=False))
+        ckpt.save({"options": cfg.resume_options(), "tracker": tracker.state(),
+                   "seconds": time.perf_counter() - t0}, learner)
 
     tracker.on_checkpoint = checkpoint
     try:
-        if args.algo == "random":
-            run_random(env, tracker, args.seed + tracker.episodes)
+        if cfg.algo == "random":
+            run_random(env, tracker, cfg.seed + tracker.episodes)
         else:
-            cls = algo_class(args.algo)
-            if state and (ckpt_dir / "model.zip").is_file():
-                model = cls.load(ckpt_dir / "model.zip", env=env, device="cpu")
-                if (ckpt_dir / "replay_buffer.pkl").is_file():
-                    model.load_replay_buffer(ckpt_dir / "replay_buffer.pkl")
-            else:
+            cls = algo_class(cfg.algo)
+            learner = ckpt.load_learner(cls, env) if state else None
+            if learner is None:
                 try:
-                    model = cls("MlpPolicy", env, seed=args.seed, device="cpu", verbose=0, **params)
+                    learner = cls("MlpPolicy", env, seed=cfg.seed, device="cpu", verbose=0, **params)
                 except TypeError as e:
-                    raise UserError(f"bad hyperparameter for {args.algo}: {e}") from None
-            model.set_logger(logger)
-            n_steps = len(layers) * (args.episodes - tracker.episodes + 8 * args.n_envs)
-            model.learn(total_timesteps=n_steps, callback=TrackerCallback(tracker), reset_num_timesteps=state is None)
+                    raise UserError(f"bad hyperparameter for {cfg.algo}: {e}") from None
+            learner.set_logger(logger)
+            n_steps = len(problem.layers) * (cfg.episodes - tracker.episodes + 8 * cfg.n_envs)
+            learner.learn(total_timesteps=n_steps, callback=TrackerCallback(tracker), reset_num_timesteps=not state)
     except KeyboardInterrupt:
         checkpoint()
         tracker.close()
@@ -222,16 +175,25 @@ def main(argv=None) -> int:
     finally:
         env.close()
     tracker.close()
-    checkpoint(complete=True)
+    res = result(complete=True)
+    write_result(cfg.result_path, res)
+    ckpt.remove()
     logger.close()
-    if run is not None:
-        run.summary.update({"best_reward": tracker.best["reward"], "best_drop": tracker.best["drop"]})
-        run.finish()
+    if run_ is not None:
+        run_.summary.update({"best_reward": tracker.best["reward"], "best_drop": tracker.best["drop"]})
+        run_.finish()
     b = tracker.best
-    print(f"[Search] wrote {result_file}", flush=True)
-    print(f"[Search] {args.algo} | Episodes {tracker.episodes} | {time.perf_counter() - t0:.1f}s | "
+    print(f"[Search] wrote {cfg.result_path}", flush=True)
+    print(f"[Search] {cfg.algo} | Episodes {tracker.episodes} | {res['seconds']:.1f}s | "
           f"search split: Teacher {b['acc_teacher']:.2f}% | Student {b['acc_student']:.2f}% | "
           f"Drop {b['drop']:.2f}% | Att {b['att']:.4f} | Reward {b['reward']:.4f}", flush=True)
+    return res
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(SearchConfig, args, problem=config_from_args(ProblemConfig, args))
+    run(cfg, resume=args.resume)
     return 0
 
 

@@ -117,7 +117,7 @@ def main() -> None:
     print(f"qat_over_float_epoch: {qat_t / float_t:.2f} x")
 
     if Path(args.teacher).is_file():
-        from envs.problem import load_teacher
+        from quant.qat import load_teacher
         from models.metrics import predict
         from quant.integer import export_int8, integer_predict
 

@@ -1,13 +1,4 @@
-"""`TapQuantEnv`: one episode = one TAP configuration (TAP.md section 6).
-
-Step t decides the table of the t-th approximated layer (execution order).
-The observation describes that layer: its code histogram over [0, tmax]
-(HIST_BINS bins, normalised by all codes), tmax, p90, zero and saturation
-fractions, mean code, its position and kind, and the previous layer's
-decoded parameters. The reward is 0 until the last layer, then
--(drop + w_att * att) on the search split; `info` carries every term and the
-decoded tables. Best-so-far tracking lives outside the env (agents/tracker.py).
-"""
+"""`TapQuantEnv`: one episode chooses one TAP per quantized layer (TAP.md section 6)."""
 
 from __future__ import annotations
 
@@ -15,39 +6,142 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.config import ProblemConfig
 from envs.problem import TapProblem
 from quant.tap import TapParams, build_table, decode_action
 
 HIST_BINS = 16
-N_PARAMS = 5  # b1/tmax, b2/tmax, n1/M, n2/M, n3/M of the previous layer
-OBS_DIM = HIST_BINS + 5 + 3 + N_PARAMS  # histogram, code stats, position + kind(2), previous params
+CODE_STATS = 5  # tmax, p90, zero fraction, saturation fraction, mean code
+LAYER_KIND = 3  # position, is-conv, is-fc
+N_PARAMS = 5  # the previous layer's b1/tmax, b2/tmax, n1/M, n2/M, n3/M
+OBS_DIM = HIST_BINS + CODE_STATS + LAYER_KIND + N_PARAMS
 
-_PROBLEMS: dict = {}
+_PROBLEMS: dict[ProblemConfig, TapProblem] = {}
 
 
-def shared_problem(**kwargs) -> TapProblem:
-    """One TapProblem per distinct configuration and process: vectorised envs
-    (DummyVecEnv) and repeated gym.make calls share the teacher cache."""
-    key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
-    if key not in _PROBLEMS:
-        _PROBLEMS[key] = TapProblem(**kwargs)
-    return _PROBLEMS[key]
+def shared_problem(config: ProblemConfig) -> TapProblem:
+    """One TapProblem per configuration and process: vectorised envs (DummyVecEnv)
+    and repeated gym.make calls share the teacher's cached codes and the memo."""
+    if config not in _PROBLEMS:
+        _PROBLEMS[config] = TapProblem(config)
+    return _PROBLEMS[config]
 
 
 class TapQuantEnv(gym.Env):
+    """
+    ## Description
+
+    Searches a tri-segment approximation (TAP) of the INT8 activation codes of
+    each quantized layer of a QAT teacher (LeNet-5: conv1, conv2, fc1, fc2;
+    never the classifier). One episode is one configuration: step t decides the
+    table of the t-th approximated layer, in execution order; after the last
+    layer the student (the teacher with every table applied at its record
+    point) is scored on the search split, images held out of the training set
+    (TAP.md, docs/tap.md).
+
+    ## Action Space
+
+    `Box(-1, 1, (4,), float32)`: the layer's (a0, a1, a2, a3). Every action
+    decodes to a valid TAP by construction (quant/tap.py, docs/tap.md):
+    a0 -> breakpoint b1 in 1..tmax-2, a1 -> b2 in b1+1..tmax-1, a2 -> n1
+    levels in the first segment, a3 -> n2 in the second, n3 = K - 1 - n1 - n2.
+
+    ## Observation Space
+
+    `Box(0, 1, (29,), float32)`, describing the layer being decided. Codes are
+    counted on the calibration batches; M = K - 1.
+
+    | index | feature                                                    | range  |
+    |-------|------------------------------------------------------------|--------|
+    | 0     | histogram bin 1 of 16 over codes [0, tmax], / all codes    | [0, 1] |
+    | 1     | histogram bin 2                                            | [0, 1] |
+    | 2     | histogram bin 3                                            | [0, 1] |
+    | 3     | histogram bin 4                                            | [0, 1] |
+    | 4     | histogram bin 5                                            | [0, 1] |
+    | 5     | histogram bin 6                                            | [0, 1] |
+    | 6     | histogram bin 7                                            | [0, 1] |
+    | 7     | histogram bin 8                                            | [0, 1] |
+    | 8     | histogram bin 9                                            | [0, 1] |
+    | 9     | histogram bin 10                                           | [0, 1] |
+    | 10    | histogram bin 11                                           | [0, 1] |
+    | 11    | histogram bin 12                                           | [0, 1] |
+    | 12    | histogram bin 13                                           | [0, 1] |
+    | 13    | histogram bin 14                                           | [0, 1] |
+    | 14    | histogram bin 15                                           | [0, 1] |
+    | 15    | histogram bin 16 (the bin that ends at tmax)               | [0, 1] |
+    | 16    | tmax / 255                                                 | [0, 1] |
+    | 17    | p90 of the non-zero codes / 255                            | [0, 1] |
+    | 18    | share of zero codes                                        | [0, 1] |
+    | 19    | share of codes above tmax (saturated by the table)         | [0, 1] |
+    | 20    | mean code / 255                                            | [0, 1] |
+    | 21    | layer position among the quantized layers (0 first, 1 last) | [0, 1] |
+    | 22    | 1 if the layer is a conv                                   | {0, 1} |
+    | 23    | 1 if the layer is an fc                                    | {0, 1} |
+    | 24    | previous layer's b1 / tmax (0 at the first step)           | [0, 1] |
+    | 25    | previous layer's b2 / tmax                                 | [0, 1] |
+    | 26    | previous layer's n1 / M                                    | [0, 1] |
+    | 27    | previous layer's n2 / M                                    | [0, 1] |
+    | 28    | previous layer's n3 / M                                    | [0, 1] |
+
+    ## Rewards
+
+    0 after every step but the last; after the last,
+    `-(drop + attention_weight * att)` on the search split: `drop` is the
+    teacher's accuracy minus the student's in percentage points, `att` the
+    mean attention-transfer distance at the attention layers (LeNet-5: conv2,
+    fc1). Identity tables score exactly 0.
+
+    ## Starting State
+
+    The first approximated layer's features and no previous parameters. The
+    env draws no random numbers: the search split, the calibration batches
+    and so every observation are fixed.
+
+    ## Episode End
+
+    Terminated after the last approximated layer's step (4 for LeNet-5). The
+    registered ids set `max_episode_steps` to that count, so Gymnasium's
+    TimeLimit also marks that step truncated; SB3 bootstraps only on
+    truncation without termination, so nothing changes.
+
+    `info` holds the layer decided and its decoded parameters at every step;
+    at the last, also `acc_teacher`, `acc_student`, `drop`, `att`,
+    `att_per_layer`, `reward` and `config` (per layer: parameters and table).
+
+    ## Arguments
+
+    ```python
+    import gymnasium as gym
+    import envs  # registers the ids
+    env = gym.make("TapQuant-LeNet5-v0", levels=16, attention_weight=50.0)
+    ```
+
+    | argument           | default     | meaning |
+    |--------------------|-------------|---------|
+    | `model`            | set by id   | `lenet5`, `alexnet`, `vgg16`, `vgg19` |
+    | `teacher`          | `None`      | INT8 teacher checkpoint; `None`: `<out_dir>/<model>_qat_preconvert.pth` |
+    | `levels`           | `16`        | TAP budget K (4..256), code 0 included |
+    | `attention_weight` | `50.0`      | w_att in the reward |
+    | `layers`           | `None`      | layers to approximate; `None`: every quantized layer |
+    | `search_size`      | `5000`      | search-split images (the first of the validation split) |
+    | `calib_batches`    | `10`        | training batches of 128 for histograms, p90, tmax |
+    | `backend`          | `"auto"`    | student kernels: `"int8"` (oneDNN, x86 CPU), `"float"`, `"auto"` |
+    | `out_dir`          | `"outputs"` | where the default teacher is |
+    | `data`             | `None`      | CIFAR-10 source; `None`: `$TAPQUANT_DATA`, else `./data` |
+    | `cache_dir`        | `None`      | decoded-image cache; `None`: `$TAPQUANT_CACHE`, else `~/.cache/tapquant` |
+    | `device`           | `"auto"`    | `cpu`, `cuda` (untested), `auto` |
+    | `problem`          | `None`      | an already built `TapProblem` to share (then the others are ignored) |
+
+    These are `envs.config.ProblemConfig`'s fields, the search CLI's flags.
+    """
+
     metadata = {"render_modes": []}
 
-    def __init__(self, model: str = "lenet5", teacher: str | None = None, out_dir: str = "outputs",
-                 levels: int = 16, attention_weight: float = 50.0, layers: list | None = None,
-                 search_size: int = 5000, calib_batches: int = 10, device: str = "cpu",
-                 data: str | None = None, cache_dir: str | None = None, backend: str = "auto",
-                 problem: TapProblem | None = None):
+    def __init__(self, problem: TapProblem | None = None, **config):
         super().__init__()
-        self.problem = problem or shared_problem(
-            model=model, teacher=teacher, out_dir=out_dir, levels=levels, attention_weight=attention_weight,
-            layers=list(layers) if layers else None, search_size=search_size, calib_batches=calib_batches,
-            device=device, data=data, cache_dir=cache_dir, backend=backend)
+        self.problem = problem or shared_problem(ProblemConfig(**config))
         self.layers = self.problem.layers
+        self.levels = self.problem.config.levels
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_DIM,), dtype=np.float32)
         self._static = [self._layer_features(n) for n in self.layers]
@@ -82,7 +176,7 @@ class TapQuantEnv(gym.Env):
         if self._t >= len(self.layers):
             raise RuntimeError("step() called after the episode ended; call reset()")
         name = self.layers[self._t]
-        params = decode_action(action, self.problem.stats[name].tmax, self.problem.levels)
+        params = decode_action(action, self.problem.stats[name].tmax, self.levels)
         self._params.append(params)
         info = {"layer": name, "params": params.as_dict()}
         self._t += 1

@@ -21,13 +21,25 @@ def checkpoint_path(out_dir: str | os.PathLike, model: str, stage: str) -> Path:
     return Path(out_dir) / STAGE_FILES[stage].format(model=model)
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same directory, then rename over `path`."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """`write(tmp)` to a temp file in `path`'s directory, then rename it over `path`.
+
+    A run killed mid-write leaves the previous file whole: every checkpoint,
+    result and cache file of the project is written this way.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save, atomically."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(path, model: str, stage: str, state_dict: dict, meta: dict, train_state: dict | None = None):

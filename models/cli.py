@@ -4,11 +4,45 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import MISSING, field, fields
 
 import torch
 
 from models.data import default_data_path
 from models.errors import UserError
+
+
+# The flags every command shares (add_common_args); a config dataclass that holds
+# them leaves them out of add_config_args.
+COMMON_FLAGS = ("data", "cache_dir", "out_dir", "device")
+
+
+def option(default, help: str, **argparse_kw):
+    """A config dataclass field that is also a command-line flag (`--field-name`).
+
+    `help` documents the field and the flag alike; argparse_kw (type, choices,
+    action, ...) say how the flag parses.
+    """
+    return field(default=default, metadata={"help": help, **argparse_kw})
+
+
+def add_config_args(p: argparse.ArgumentParser, cls, skip=COMMON_FLAGS) -> None:
+    """One flag for each `option` field of the dataclass `cls`, with its default and help."""
+    for f in fields(cls):
+        if "help" not in f.metadata or f.name in skip:
+            continue
+        kw = dict(f.metadata)
+        text = kw.pop("help")
+        default = None if f.default is MISSING else f.default
+        if kw.get("action") != "store_true":
+            text += f" (default: {default})"
+        p.add_argument("--" + f.name.replace("_", "-"), default=default, help=text, **kw)
+
+
+def config_from_args(cls, args: argparse.Namespace, **values):
+    """An instance of the dataclass `cls` from parsed flags (fields without a flag keep their default)."""
+    got = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**{**got, **values})
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from models.checkpoint import file_sha256
+from models.checkpoint import atomic_save, file_sha256
 from models.errors import UserError
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -230,10 +230,7 @@ def load_cifar10(data: str | os.PathLike | None = None, cache_dir: str | os.Path
         print(f"[data] decoding {path} once; cached at {cache_file}", flush=True)
     tensors = _load_image_folder(path)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        torch.save(dict(zip(["train_x", "train_y", "test_x", "test_y"], tensors)), tmp)
-        os.replace(tmp, cache_file)
+        atomic_save(dict(zip(["train_x", "train_y", "test_x", "test_y"], tensors)), cache_file)
     except OSError as e:
         print(f"[data] warning: could not write the cache {cache_file} ({e}); set --cache-dir "
               f"to a writable directory to skip decoding next time", flush=True)

@@ -62,6 +62,7 @@ class FloatStages:
     """QuantNet's float simulation, reading and returning codes (float tensors)."""
 
     dtype = torch.float32
+    name = "float"
 
     def __init__(self, qnet: QuantNet):
         self.qnet = qnet
@@ -96,6 +97,7 @@ class Int8Stages:
     """oneDNN int8 kernels (CPU): uint8 codes in, uint8 codes (or float32 logits) out."""
 
     dtype = torch.uint8
+    name = "int8"
 
     def __init__(self, qnet: QuantNet):
         self.qnet = qnet

@@ -25,7 +25,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from models import build_model
+from models.checkpoint import load_checkpoint
 from models.data import input_abs_max
+from models.errors import UserError
 from models.net import Stage, StagedNet, folded_weights
 from models.pooling import max_pool2x2
 from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,
@@ -187,3 +190,21 @@ class QuantNet(nn.Module):
         for x, _ in batches:
             self(x)
         self.train(was)
+
+
+def load_teacher(path, model: str) -> QuantNet:
+    """The INT8 (QAT) teacher of a checkpoint, frozen for inference; clear errors if missing or wrong."""
+    ckpt = load_checkpoint(path, model=model, stage="qat")
+    meta = ckpt["meta"]
+    if not meta.get("complete", False):
+        raise UserError(f"teacher {path} is unfinished (QAT epoch {meta['epochs_done']} of {meta['epochs']}); "
+                        f"finish it with: python train_baselines.py qat --model {model} --resume")
+    # BatchNorm is folded into the QAT weights, so the float model's placement does not matter here.
+    qnet = QuantNet(build_model(model, "none"))
+    try:
+        qnet.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise UserError(f"teacher {path} does not fit the {model} INT8 model: {str(e).splitlines()[0]}") from None
+    qnet.batchnorm = meta.get("batchnorm", qnet.batchnorm)
+    qnet.observing = False
+    return qnet.eval().freeze()

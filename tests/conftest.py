@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # 600 training and 200 test images of real CIFAR-10, shipped in the repo
 # (tests/data/make_tiny_cifar10.py made it), so a fresh clone needs no network.
 TINY_TAR = ROOT / "tests" / "data" / "cifar10-tiny.tar.gz"
+TRAIN_PER_CLASS, TEST_PER_CLASS = 60, 20  # what it holds
 
 # Two cores: torch's intra-op threads are enough; keep tests from oversubscribing.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -38,14 +39,10 @@ def _isolated_cache(cache_dir, monkeypatch):
 
 def train_args(stage: str, out_dir: Path, data: Path, cache: Path, **kw) -> Namespace:
     """train_baselines' parsed flags (its own defaults), for 1 epoch at batch 64 unless `kw` says otherwise."""
-    from train_baselines import build_parser
+    from train_baselines import stage_args
 
-    args = build_parser().parse_args([stage, "--data", str(data), "--cache-dir", str(cache), "--out-dir", str(out_dir),
-                                      "--device", "cpu", "--batch-size", "64"])
-    args.epochs = 1
-    for k, v in kw.items():
-        setattr(args, k, v)
-    return args
+    return stage_args(stage, **{"data": str(data), "cache_dir": str(cache), "out_dir": str(out_dir), "device": "cpu",
+                                "batch_size": 64, "epochs": 1, **kw})
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-import envs
 from envs import ENV_IDS
+from envs.config import ProblemConfig
 from envs.problem import TapProblem
-from envs.tap_env import TapQuantEnv
+from envs.tap_env import OBS_DIM, TapQuantEnv
 from models import build_model, quant_layer_names
 from models.checkpoint import save_checkpoint
 from models.errors import UserError
@@ -52,41 +52,95 @@ def test_envs_prefix_form_works(tiny_teacher, tiny_tar, cache_dir):
     assert env.reset()[0].shape == env.observation_space.shape
 
 
-def test_both_env_checkers_pass_without_warnings(tiny_teacher, tiny_tar, cache_dir):
+def random_weight_teacher(model: str, out_dir) -> None:
+    """An untrained (random-weight, calibrated) INT8 teacher of `model`, saved where the env looks."""
+    torch.manual_seed(0)
+    q = QuantNet(build_model(model, "none"))
+    q.calibrate([(torch.randn(8, 3, 32, 32), None)])
+    save_checkpoint(out_dir / f"{model}_qat_preconvert.pth", model, "qat", q.state_dict(),
+                    {"complete": True, "epochs": 0, "epochs_done": 0})
+
+
+@pytest.fixture(scope="module")
+def teachers(tiny_teacher, tmp_path_factory) -> dict:
+    """out_dir per model: LeNet-5's trained tiny teacher, random-weight ones for the others."""
+    out = {"lenet5": tiny_teacher}
+    for model in ENV_IDS:
+        if model != "lenet5":
+            out[model] = tmp_path_factory.mktemp(model)
+            random_weight_teacher(model, out[model])
+    return out
+
+
+@pytest.mark.parametrize("model", list(ENV_IDS))
+def test_every_registered_id_passes_both_env_checkers_and_rolls_out(model, teachers, tiny_tar, cache_dir):
     from gymnasium.utils.env_checker import check_env as gym_check
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
-    env = TapQuantEnv(**env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+    kw = env_kwargs(teachers[model], tiny_tar, cache_dir, search_size=20, calib_batches=1)
+    env = gym.make(ENV_IDS[model], **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        gym_check(env, skip_render_check=True)
-        sb3_check(env, warn=True)
+        gym_check(env.unwrapped, skip_render_check=True)
+        sb3_check(env.unwrapped, warn=True)
+    n_layers = len(quant_layer_names(model))
+    assert env.spec.max_episode_steps == n_layers
+    obs, _ = env.reset(seed=0)
+    steps, term = 0, False
+    while not term:
+        assert env.observation_space.contains(obs)
+        obs, r, term, _, info = env.step(env.action_space.sample())
+        steps += 1
+    assert steps == n_layers and np.isfinite(r) and set(info["config"]) == set(quant_layer_names(model))
+    assert r == pytest.approx(-(info["drop"] + 50.0 * info["att"]))
 
 
-def test_seeded_determinism(tiny_teacher, tiny_tar, cache_dir):
+def test_two_independent_problems_give_the_same_episodes(tiny_teacher, tiny_tar, cache_dir):
+    """Each env builds its own TapProblem (no shared memo or cache): same observations, rewards, infos."""
     def run(seed):
-        env = TapQuantEnv(**env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+        env = TapQuantEnv(problem=TapProblem(ProblemConfig(**env_kwargs(tiny_teacher, tiny_tar, cache_dir))))
         env.action_space.seed(seed)
-        out = [env.reset(seed=seed)[0]]
-        for _ in range(4):
-            o, r, *_ = env.step(env.action_space.sample())
-            out.append(o)
-        return np.concatenate(out), r
+        obs, infos, rewards = [env.reset(seed=seed)[0]], [], []
+        for _ in range(3):  # three episodes
+            for _ in range(4):
+                o, r, term, _, info = env.step(env.action_space.sample())
+                obs.append(o)
+            rewards.append(r)
+            infos.append({k: info[k] for k in ("acc_teacher", "acc_student", "drop", "att", "att_per_layer")})
+            infos.append({n: c["table"].tolist() for n, c in info["config"].items()})
+            env.reset()
+        return np.stack(obs), rewards, infos, env.problem
 
-    a, ra = run(3)
-    b, rb = run(3)
-    assert np.array_equal(a, b) and ra == rb
+    obs_a, rew_a, info_a, prob_a = run(3)
+    obs_b, rew_b, info_b, prob_b = run(3)
+    assert prob_a is not prob_b
+    assert np.array_equal(obs_a, obs_b) and rew_a == rew_b and info_a == info_b
+
+
+def test_the_documented_observation_table_has_a_row_per_feature():
+    rows = [line.split("|")[1].strip() for line in TapQuantEnv.__doc__.splitlines()
+            if line.strip().startswith("|") and line.split("|")[1].strip().isdigit()]
+    assert [int(r) for r in rows] == list(range(OBS_DIM))
+
+
+def test_the_documented_arguments_are_the_config_fields():
+    from dataclasses import fields
+
+    doc = TapQuantEnv.__doc__
+    documented = {line.split("|")[1].strip().strip("`") for line in doc[doc.index("## Arguments"):].splitlines()
+                  if line.strip().startswith("| `")}
+    assert documented == {f.name for f in fields(ProblemConfig)} | {"problem"}
 
 
 @pytest.mark.parametrize("backend", ["float", pytest.param("int8", marks=needs_int8)])
 def test_identity_tables_score_exactly_as_teacher(backend, tiny_teacher, tiny_tar, cache_dir):
     p = TapProblem(**env_kwargs(tiny_teacher, tiny_tar, cache_dir, backend=backend))
     ident = {n: identity_table() for n in p.layers}
-    s = p._score(ident)  # bypass the memo: really run the student
+    s = p.score_uncached(ident)  # bypass the memo: really run the student
     assert s.drop == 0.0 and s.att == 0.0 and s.acc_student == p.acc_teacher
     # and the scorer agrees with a plain full forward of the student model
     harsh = {n: np.minimum(np.arange(256), 2).astype(np.uint8) for n in p.layers}
-    fast = p._score(harsh)
+    fast = p.score_uncached(harsh)
     from models.data import load_cifar10
     from models.metrics import accuracy
     d = load_cifar10(tiny_tar, cache_dir)
@@ -115,22 +169,3 @@ def test_a_backend_the_device_cannot_run_is_a_clear_error(tiny_teacher, tiny_tar
 def test_missing_teacher_names_the_command(tmp_path, tiny_tar, cache_dir):
     with pytest.raises(UserError, match="python train_baselines.py qat --model lenet5"):
         TapQuantEnv(**env_kwargs(tmp_path, tiny_tar, cache_dir))
-
-
-@pytest.mark.parametrize("model", ["alexnet", "vgg16", "vgg19"])
-def test_every_registered_id_constructs(model, tmp_path, tiny_tar, cache_dir):
-    torch.manual_seed(0)
-    q = QuantNet(build_model(model))
-    q.calibrate([(torch.randn(8, 3, 32, 32), None)])
-    save_checkpoint(tmp_path / f"{model}_qat_preconvert.pth", model, "qat", q.state_dict(),
-                    {"complete": True, "epochs": 0, "epochs_done": 0})
-    env = gym.make(ENV_IDS[model], **env_kwargs(tmp_path, tiny_tar, cache_dir, search_size=20, calib_batches=1))
-    assert env.spec.max_episode_steps == len(quant_layer_names(model))
-    env.reset(seed=0)
-    steps = 0
-    term = False
-    while not term:
-        _, r, term, _, info = env.step(env.action_space.sample())
-        steps += 1
-    assert steps == len(quant_layer_names(model)) and np.isfinite(r)
-    assert envs.ENV_IDS[model] in gym.registry

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from envs.problem import load_teacher
+from quant.qat import load_teacher
 from models import build_model
 from models.data import iterate, load_cifar10
 from models.pooling import max_pool2x2

@@ -78,7 +78,7 @@ def test_bn_folding_preserves_the_float_function():
 
 
 def test_integer_only_inference_agrees_with_fake_quant(tiny_teacher, tiny_tar, cache_dir):
-    from envs.problem import load_teacher
+    from quant.qat import load_teacher
     from models.data import load_cifar10
     from models.metrics import predict
 

@@ -69,22 +69,27 @@ def test_search_resumes_after_interruption(tiny_teacher, tiny_tar, cache_dir, mo
     assert res["complete"] and res["episodes"] == 200 and len(res["reward_history"]) == 200
 
 
-def test_wandb_offline_writes_its_run_directory(tiny_teacher, tiny_tar, cache_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("wandb_dir", [False, True])
+def test_wandb_offline_writes_its_run_directory(wandb_dir, tiny_teacher, tiny_tar, cache_dir, tmp_path, monkeypatch):
+    """Under <out-dir>/wandb, or under the user's $WANDB_DIR when set."""
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    if wandb_dir:
+        monkeypatch.setenv("WANDB_DIR", str(tmp_path / "user_wandb"))
     out = tmp_path / "out"
     out.mkdir()
     (out / "lenet5_qat_preconvert.pth").symlink_to(tiny_teacher / "lenet5_qat_preconvert.pth")
     assert run_main(search.main, ["--algo", "random", "--episodes", "20", "--wandb", "offline",
                                   *common(out, tiny_tar, cache_dir)]) == 0
-    runs = list((out / "wandb").glob("offline-run-*"))
+    root = (tmp_path / "user_wandb") if wandb_dir else out
+    runs = list((root / "wandb").glob("offline-run-*"))
     assert runs and any(runs[0].rglob("*.wandb"))
 
 
 def test_search_bad_inputs(tiny_teacher, tiny_tar, cache_dir, tmp_path):
     with pytest.raises(UserError, match="python train_baselines.py"):
         search.main(["--episodes", "5", *common(tmp_path, tiny_tar, cache_dir)])
-    with pytest.raises(UserError, match="not quantized layers of lenet5"):
+    with pytest.raises(UserError, match="not distinct quantized layers of lenet5"):
         search.main(["--layers", "fc3", *common(tiny_teacher, tiny_tar, cache_dir)])
     with pytest.raises(UserError, match="levels"):
         search.main(["--levels", "3", *common(tiny_teacher, tiny_tar, cache_dir)])

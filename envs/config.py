@@ -1,0 +1,85 @@
+"""What a TAP search scores: one dataclass for the env, its scorer and every command.
+
+`ProblemConfig`'s fields are the env's keyword arguments
+(`gym.make("TapQuant-LeNet5-v0", levels=8)`), what `TapProblem` is built
+from, and the flags of `agents.search` and `agents.pipeline` (generated from
+the fields by models/cli.add_config_args). Defaults are the guide's: K = 16,
+w_att = 50, tmax = p90 + 10 on 10 calibration batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from models import MODEL_NAMES, quant_layer_names
+from models.checkpoint import checkpoint_path
+from models.cli import non_negative_float, option, positive_int
+from models.errors import UserError
+
+BACKENDS = ("auto", "int8", "float")
+
+
+def layer_list(text: str) -> tuple[str, ...]:
+    """`--layers conv1,conv2` -> ("conv1", "conv2"); names are checked against the model later."""
+    layers = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not layers:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer names, got {text!r}")
+    return layers
+
+
+@dataclass(frozen=True)
+class ProblemConfig:
+    """The search problem (TAP.md sections 3-5); every field is validated on construction."""
+
+    model: str = option("lenet5", "model whose INT8 teacher is searched", choices=MODEL_NAMES)
+    teacher: str | None = option(None, "INT8 teacher checkpoint; None means <out-dir>/<model>_qat_preconvert.pth")
+    levels: int = option(16, "TAP budget K, 4..256, code 0 included (16 = 4 bits)", type=positive_int)
+    attention_weight: float = option(50.0, "w_att in reward = -(drop + w_att * att)", type=non_negative_float)
+    layers: tuple[str, ...] | None = option(
+        None, "layers to approximate, comma-separated, e.g. conv1,conv2; None means every quantized layer",
+        type=layer_list)
+    search_size: int = option(5000, "search-split images: the first N of the validation split, never the test set",
+                              type=positive_int)
+    calib_batches: int = option(10, "training batches of 128 images for histograms, p90 and tmax", type=positive_int)
+    backend: str = option("auto", "kernels that run the student: int8 (oneDNN, x86 CPU), float (the float "
+                          "simulation, any device), auto (int8 where available)", choices=BACKENDS)
+    # Shared with every command (models/cli.add_common_args):
+    out_dir: str = "outputs"  # where the teacher is looked for by default
+    data: str | None = None  # CIFAR-10 source; None means $TAPQUANT_DATA, else ./data
+    cache_dir: str | None = None  # decoded-image cache; None means $TAPQUANT_CACHE, else ~/.cache/tapquant
+    device: str = "auto"  # cpu, cuda, or auto (cuda when available)
+
+    def __post_init__(self):
+        if self.model not in MODEL_NAMES:
+            raise UserError(f"unknown model {self.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+        if not 4 <= self.levels <= 256:
+            raise UserError(f"levels K must be in 4..256 (one zero level plus one per segment), got {self.levels}")
+        if self.search_size <= 0 or self.calib_batches <= 0:
+            raise UserError("search size and calibration batches must be positive")
+        if not self.attention_weight >= 0:
+            raise UserError(f"attention weight must be >= 0, got {self.attention_weight}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"backend must be auto, int8 or float, got {self.backend!r}")
+        all_layers = quant_layer_names(self.model)
+        if self.layers is not None:
+            layers = tuple(self.layers)
+            if not layers or any(n not in all_layers for n in layers) or len(set(layers)) != len(layers):
+                raise UserError(f"layers {list(layers)} are not distinct quantized layers of {self.model}; "
+                                f"choose from {','.join(all_layers)}")
+            object.__setattr__(self, "layers", tuple(sorted(layers, key=all_layers.index)))  # execution order
+
+    @property
+    def approximated_layers(self) -> list[str]:
+        """The layers a search decides, in execution order."""
+        return list(self.layers or quant_layer_names(self.model))
+
+    @property
+    def teacher_path(self) -> Path:
+        return Path(self.teacher or checkpoint_path(self.out_dir, self.model, "qat"))
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers) if self.layers else None
+        return d

@@ -1,13 +1,16 @@
-"""Trains the two teachers the TAP search wraps (the guide's steps 1 and 2).
+"""Trains the teachers the TAP search wraps (the guide's steps 1 and 2), and fine-tunes a searched student.
 
-    python train_baselines.py float --model lenet5 --epochs 30
-    python train_baselines.py qat   --model lenet5 --qat-epochs 10
+    python train_baselines.py float   --model lenet5 --epochs 30
+    python train_baselines.py qat     --model lenet5 --qat-epochs 10
+    python train_baselines.py student --config-path outputs/tri_ppo_int_codes/<result>.json
 
 `float` writes outputs/<model>_float_unfused.pth; `qat` initialises an INT8
-model from it (quant/qat.py) and writes outputs/<model>_qat_preconvert.pth.
-Both save after every epoch (atomically); `--resume` continues an
-interrupted run from its last completed epoch and ends with the same weights
-as an uninterrupted run.
+model from it (quant/qat.py) and writes outputs/<model>_qat_preconvert.pth;
+`student` fine-tunes the INT8 teacher with a search result's tables in place
+(quant/finetune.py) and writes outputs/<model>_student_<result>.pth. Each
+saves after every epoch (atomically); `--resume` continues an interrupted
+run from its last completed epoch and ends with the same weights as an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -15,26 +18,32 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
-from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, save_checkpoint
+from agents.result import read_result
+from models.checkpoint import checkpoint_path, file_sha256, load_checkpoint, load_float_model, save_checkpoint
 from models.cli import (add_common_args, non_negative_float, non_negative_int, positive_float, positive_int,
                         resolve_device, run_main)
-from models.data import CROP_PAD, iterate, load_cifar10
+from models.batching import CROP_PAD, iterate
+from models.data import load_cifar10
 from models.errors import UserError
 from models.metrics import accuracy
-from quant.qat import DEFAULT_OBSERVER, OBSERVERS, QuantNet
+from models.training import make_optimizer, train_epoch
+from quant.finetune import TapStudent
+from quant.qat import DEFAULT_OBSERVER, OBSERVERS, QuantNet, load_teacher
 
-DEFAULT_LR = {"float": 0.05, "qat": 0.005}
-LABEL = {"float": "Float", "qat": "QAT"}
+DEFAULT_LR = {"float": 0.05, "qat": 0.005, "student": 0.005}
+LABEL = {"float": "Float", "qat": "QAT", "student": "Student"}
+DEFAULT_EPOCHS = {"float": 30, "qat": 10, "student": 3}
 WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.1
 MAX_CROP_PAD = 16  # half the 32-pixel CIFAR-10 image
 CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
+KD_TEMPERATURE, KD_WEIGHT = 4.0, 1.0  # the student's distillation (chosen on validation: benchmarks/README.md)
 
 
 def crop_pad(text: str) -> int:
@@ -47,16 +56,29 @@ def crop_pad(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True)
-    for stage, help_ in (("float", "train the float32 teacher"), ("qat", "quantization-aware training (INT8)")):
+    for stage, help_ in (("float", "train the float32 teacher"), ("qat", "quantization-aware training (INT8)"),
+                         ("student", "fine-tune the INT8 teacher with a search result's tables in place")):
         s = sub.add_parser(stage, help=help_)
-        s.add_argument("--model", default="lenet5", choices=MODEL_NAMES)
+        if stage == "student":
+            s.add_argument("--config-path", default=None, help="the search result whose tables the student keeps")
+            s.add_argument("--model", default=None, choices=MODEL_NAMES, help="refuse a result of another model")
+            s.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS[stage],
+                           help=f"fine-tuning epochs (default {DEFAULT_EPOCHS[stage]})")
+            s.add_argument("--kd-temperature", type=positive_float, default=KD_TEMPERATURE,
+                           help=f"temperature of the distillation from the teacher's logits (default {KD_TEMPERATURE})")
+            s.add_argument("--kd-weight", type=non_negative_float, default=KD_WEIGHT,
+                           help=f"weight of the distillation loss (default {KD_WEIGHT})")
+            s.add_argument("--attention-weight", type=non_negative_float, default=None,
+                           help="weight of the attention-transfer loss (default: the result's w_att)")
+        else:
+            s.add_argument("--model", default="lenet5", choices=MODEL_NAMES)
         if stage == "float":
             s.add_argument("--epochs", type=positive_int, default=30, help="float epochs (default 30)")
             s.add_argument("--batchnorm", choices=BATCHNORM_CHOICES, default=None,
                            help="BatchNorm while training: none, after each conv, or after all layers but the "
                                 "classifier; folded away when QAT starts (default: the model's, "
                                 + ", ".join(f"{m} {b}" for m, b in DEFAULT_BATCHNORM.items()) + ")")
-        else:
+        elif stage == "qat":
             s.add_argument("--qat-epochs", dest="epochs", type=positive_int, default=10,
                            help="QAT epochs (default 10)")
             s.add_argument("--float-checkpoint", default=None,
@@ -68,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"peak learning rate (default {DEFAULT_LR[stage]})")
         s.add_argument("--weight-decay", type=non_negative_float, default=WEIGHT_DECAY,
                        help=f"SGD weight decay (default {WEIGHT_DECAY})")
-        s.add_argument("--label-smoothing", type=non_negative_float, default=LABEL_SMOOTHING,
-                       help=f"cross-entropy label smoothing (default {LABEL_SMOOTHING})")
+        smoothing = 0.0 if stage == "student" else LABEL_SMOOTHING
+        s.add_argument("--label-smoothing", type=non_negative_float, default=smoothing,
+                       help=f"cross-entropy label smoothing (default {smoothing})")
         s.add_argument("--crop-pad", type=crop_pad, default=CROP_PAD,
                        help=f"augmentation: random crop of the image padded by this many pixels, plus "
                             f"horizontal flip; 0 = flip only (default {CROP_PAD})")
@@ -91,41 +114,32 @@ def stage_args(stage: str, **values) -> argparse.Namespace:
     return args
 
 
-def make_optimizer(model: nn.Module, lr: float, wd: float, epochs: int, steps_per_epoch: int, stage: str):
-    # fused: one kernel for all parameters. PyTorch's default on the CPU is a Python loop of
-    # small ops, 0.46 against 0.12 ms a step for LeNet-5 (README, "Speed").
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd, fused=True)
-    total = epochs * steps_per_epoch
-    if stage == "float":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.25)
-    else:  # fine-tuning from a trained model: no warm-up, cosine decay
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    return opt, sched
+def student_source(args) -> dict:
+    """The result a student is fine-tuned for, checked against its teacher; fills in args.model."""
+    if not args.config_path:
+        raise UserError("train_baselines.py student needs --config-path <search result .json>")
+    res = read_result(args.config_path)
+    if args.model and res["model"] != args.model:
+        raise UserError(f"{args.config_path} is a {res['model']} result, but --model is {args.model}")
+    args.model = res["model"]
+    teacher = Path(res["teacher"]["path"])
+    if not teacher.is_file() or file_sha256(teacher) != res["teacher"]["sha256"]:
+        raise UserError(f"the teacher {teacher} named in {args.config_path} is missing or not the one searched "
+                        f"(sha256 differs); rerun the search with the current teacher")
+    tables = {n: c["table"] for n, c in res["best"]["config"].items()}
+    return {"teacher": res["teacher"], "tables": tables, "attention_weight": res["attention_weight"],
+            "result": {"path": str(Path(args.config_path).resolve()), "sha256": file_sha256(args.config_path)}}
 
 
-def sgd_step(forward, xb: torch.Tensor, yb: torch.Tensor, opt, loss_fn) -> float:
-    """One optimizer step on a batch; returns its loss."""
-    loss = loss_fn(forward(xb), yb)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-
-def train_epoch(model: nn.Module, batches, opt, sched, loss_fn) -> float:
-    """One pass of SGD steps over `batches`; returns the summed loss."""
-    model.train()
-    total = 0.0
-    for xb, yb in batches:
-        total += sgd_step(model, xb, yb, opt, loss_fn)
-        sched.step()
-    return total
-
-
-def initial_model(args, data, device) -> nn.Module:
+def initial_model(args, data, device, source: dict | None = None):
     torch.manual_seed(args.seed)
     if args.stage == "float":
         return build_model(args.model, args.batchnorm)
+    if args.stage == "student":
+        teacher = load_teacher(source["teacher"]["path"], args.model).to(device)
+        tables = {n: torch.tensor(t) for n, t in source["tables"].items()}
+        return TapStudent(teacher, tables, args.kd_temperature, args.kd_weight, args.attention_weight,
+                          args.label_smoothing)
     src = args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float")
     qmodel = QuantNet(load_float_model(src, args.model), observer=args.observer).to(device)
     # Observers start from the float model's activations on unaugmented training batches.
@@ -140,14 +154,18 @@ def train(args, on_epoch_end=None) -> dict:
     device = resolve_device(args.device)
     lr = args.lr or DEFAULT_LR[args.stage]
     label = LABEL[args.stage]
-    out = checkpoint_path(args.out_dir, args.model, args.stage)
+    source = student_source(args) if args.stage == "student" else None
+    if source and args.attention_weight is None:
+        args.attention_weight = source["attention_weight"]
+    out = checkpoint_path(args.out_dir, args.model, args.stage,
+                          Path(args.config_path).stem if args.stage == "student" else None)
     data = load_cifar10(args.data, args.cache_dir, verbose=True)
     train_idx, val_idx = data.split()
     train_x, train_y = data.train_x[train_idx], data.train_y[train_idx]
     val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     steps = math.ceil(len(train_x) / args.batch_size)
 
-    model = initial_model(args, data, device).to(device)
+    model = initial_model(args, data, device, source).to(device)
     opt, sched = make_optimizer(model, lr, args.weight_decay, args.epochs, steps, args.stage)
     gen = torch.Generator().manual_seed(args.seed)
     meta = {"model": args.model, "stage": args.stage, "epochs": args.epochs, "epochs_done": 0, "lr": lr,
@@ -158,6 +176,10 @@ def train(args, on_epoch_end=None) -> dict:
     if args.stage == "qat":
         meta["float_checkpoint"] = str(args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float"))
         meta["observer"] = args.observer
+    if source:
+        meta.update(source)
+        meta.update(kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
+                    attention_weight=args.attention_weight)
 
     if args.resume:
         ckpt = load_checkpoint(out, model=args.model, stage=args.stage)
@@ -165,7 +187,7 @@ def train(args, on_epoch_end=None) -> dict:
         if old.get("complete"):
             raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
         for k in ("epochs", "batch_size", "seed", "lr", "weight_decay", "label_smoothing", "crop_pad", "observer",
-                  "batchnorm"):
+                  "batchnorm", "result", "kd_temperature", "kd_weight", "attention_weight"):
             if old.get(k) != meta.get(k):
                 raise UserError(f"cannot resume {out}: it was started with {k}={old.get(k)}, now {meta.get(k)}; "
                                 f"use the same flags, or start over without --resume")
@@ -178,17 +200,21 @@ def train(args, on_epoch_end=None) -> dict:
         meta = old
         print(f"[{label}] resuming after epoch {meta['epochs_done']} of {meta['epochs']}", flush=True)
 
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    if args.stage == "student":
+        loss_of = model.loss
+    else:
+        ce = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        loss_of = lambda xb, yb: ce(model(xb), yb)  # noqa: E731
     for epoch in range(meta["epochs_done"] + 1, args.epochs + 1):
         t0 = time.perf_counter()
-        if isinstance(model, QuantNet):
+        if args.stage == "qat":
             # Freeze the activation scales for the second half: the last epochs
             # then train against the exact quantizer the teacher will use.
             model.observing = epoch <= max(1, args.epochs // 2)
         batches = iterate(train_x, train_y, args.batch_size, device, gen, train=True, crop_pad=args.crop_pad)
         bar = tqdm(batches, total=steps, desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch",
                    disable=args.no_progress)
-        total_loss = train_epoch(model, bar, opt, sched, loss_fn)
+        total_loss = train_epoch(model, bar, opt, sched, loss_of)
         val_acc = accuracy(model, val_x, val_y, device)
         secs = time.perf_counter() - t0
         meta["history"].append({"epoch": epoch, "val_acc": val_acc, "train_loss": total_loss / steps, "seconds": secs})

@@ -2,8 +2,11 @@
 
     python -m agents.evaluate --config-path outputs/tri_ppo_int_codes/lenet5_ppo_result.json
 
-Refuses a malformed result file, one of another model, or one made from a
-teacher checkpoint whose sha256 differs from the teacher found now.
+    python -m agents.evaluate --config-path <result>.json --student outputs/lenet5_student_<result>.pth
+
+Refuses a malformed result file, one of another model, one made from a
+teacher checkpoint whose sha256 differs from the teacher found now, and a
+fine-tuned student made for another result or teacher.
 """
 
 from __future__ import annotations
@@ -14,9 +17,9 @@ from pathlib import Path
 import torch
 
 from agents.result import read_result
-from quant.qat import load_teacher
+from quant.qat import QuantNet, load_teacher
 from models import MODEL_NAMES
-from models.checkpoint import file_sha256
+from models.checkpoint import file_sha256, load_checkpoint
 from models.cli import add_common_args, resolve_device, run_main
 from models.data import load_cifar10
 from models.errors import UserError
@@ -28,13 +31,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-path", required=True, help="result file written by agents.search")
     p.add_argument("--model", default=None, choices=MODEL_NAMES, help="refuse a result file of another model")
     p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the path in the result file)")
+    p.add_argument("--student", default=None,
+                   help="a student fine-tuned for this result (train_baselines.py student); default: the teacher "
+                        "with the result's tables")
     add_common_args(p)
     return p
 
 
+def load_student(path, config_path, res: dict) -> QuantNet:
+    """A fine-tuned student, refused unless it was made from this result and its teacher."""
+    student = load_teacher(path, res["model"], stage="student")
+    meta = load_checkpoint(path, stage="student")["meta"]
+    if meta["result"]["sha256"] != file_sha256(config_path):
+        raise UserError(f"student {path} was fine-tuned for another result ({meta['result']['path']}), not "
+                        f"{config_path}; fine-tune one with: python train_baselines.py student --config-path "
+                        f"{config_path}")
+    if meta["teacher"]["sha256"] != res["teacher"]["sha256"]:
+        raise UserError(f"student {path} was made from another teacher than {config_path}'s (sha256 differs)")
+    return student
+
+
 def evaluate_result(config_path, model: str | None = None, teacher: str | None = None, data=None,
-                    cache_dir=None, device: str = "auto", verbose: bool = True) -> dict:
-    """Test-set teacher and student accuracy of a result file; prints the guide's lines when verbose."""
+                    cache_dir=None, device: str = "auto", verbose: bool = True, student: str | None = None) -> dict:
+    """Test-set accuracy of the INT8 teacher and of the student (the teacher with the result's tables,
+    or a fine-tuned `student` checkpoint with them); prints the guide's lines when verbose."""
     res = read_result(config_path)
     if model and res["model"] != model:
         raise UserError(f"{config_path} is a {res['model']} result, but --model is {model}")
@@ -47,25 +67,27 @@ def evaluate_result(config_path, model: str | None = None, teacher: str | None =
                         f"rerun the search with this teacher, or pass --teacher with the original one")
     dev = resolve_device(device)
     qnet = load_teacher(teacher_path, res["model"]).to(dev)
+    student_net = load_student(student, config_path, res).to(dev) if student else qnet
     ds = load_cifar10(data, cache_dir)
     tables = {n: torch.tensor(c["table"], dtype=torch.uint8, device=dev).float()
               for n, c in res["best"]["config"].items()}
     say = print if verbose else (lambda *a, **k: None)
     say(f"[Eval] {res['model']} | K={res['levels']} | algo {res.get('algo')} | "
-        f"{res.get('episodes')} episodes | teacher {teacher_path}")
+        f"{res.get('episodes')} episodes | teacher {teacher_path}" + (f" | student {student}" if student else ""))
     for name, c in res["best"]["config"].items():
         note = " (exact: tmax < K)" if c["exact"] else ""
         say(f"[Eval] {name:<6} tmax {c['tmax']:>3} | b1 {c['b1']:>3} | b2 {c['b2']:>3} | "
             f"levels {c['n1']}+{c['n2']}+{c['n3']}{note}")
     acc_t = accuracy(qnet, ds.test_x, ds.test_y, dev)
-    acc_s = accuracy(qnet, ds.test_x, ds.test_y, dev, tables=tables)
+    acc_s = accuracy(student_net, ds.test_x, ds.test_y, dev, tables=tables)
     say(f"[Eval] Teacher {acc_t:.2f}% | Student {acc_s:.2f}% | Drop {acc_t - acc_s:.2f}%")
     return {"teacher": acc_t, "student": acc_s, "drop": acc_t - acc_s}
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    evaluate_result(args.config_path, args.model, args.teacher, args.data, args.cache_dir, args.device)
+    evaluate_result(args.config_path, args.model, args.teacher, args.data, args.cache_dir, args.device,
+                    student=args.student)
     return 0
 
 

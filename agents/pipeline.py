@@ -19,7 +19,8 @@ from agents.result import read_result
 from agents.resume import SearchCheckpoint
 from envs.config import ProblemConfig
 from models.checkpoint import checkpoint_path, load_checkpoint
-from models.cli import COMMON_FLAGS, add_common_args, add_config_args, config_from_args, positive_int, run_main
+from models.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int,
+                        positive_int, run_main)
 from models.errors import UserError
 
 
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=positive_int, default=30, help="float epochs (default: 30)")
     p.add_argument("--qat-epochs", type=positive_int, default=10, help="QAT epochs (default: 10)")
+    p.add_argument("--finetune-epochs", type=non_negative_int, default=0,
+                   help="then fine-tune the student with the result's tables for this many epochs and evaluate it "
+                        "too (default: 0, the guide's workflow)")
     add_config_args(p, ProblemConfig, skip=(*COMMON_FLAGS, "teacher"))  # the teacher is the one trained here
     add_config_args(p, search.SearchConfig)
     add_common_args(p)
@@ -68,7 +72,18 @@ def main(argv=None) -> int:
         print(f"[Pipeline] search: {cfg.result_path} is complete, skipping (delete it to search again)", flush=True)
     else:
         search.run(cfg, resume=SearchCheckpoint(cfg.result_path).exists())
-    evaluate_result(cfg.result_path, model=args.model, data=args.data, cache_dir=args.cache_dir, device=args.device)
+    where = dict(model=args.model, data=args.data, cache_dir=args.cache_dir, device=args.device)
+    evaluate_result(cfg.result_path, **where)
+    if args.finetune_epochs:
+        student = checkpoint_path(args.out_dir, args.model, "student", cfg.result_path.stem)
+        state = _stage_state(student, args.model, "student")
+        if state == "complete":
+            print(f"[Pipeline] student: {student} is complete, skipping (delete it to fine-tune again)", flush=True)
+        else:
+            train_baselines.train(train_baselines.stage_args(
+                "student", config_path=str(cfg.result_path), epochs=args.finetune_epochs,
+                resume=state == "partial", **common))
+        evaluate_result(cfg.result_path, student=str(student), **where)
     return 0
 
 

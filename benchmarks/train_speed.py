@@ -4,7 +4,8 @@
 
   * data_prepare_first: decoding the tar.gz into a fresh cache
   * data_load_cached:   loading it again from the cache
-  * float_epoch_median: one float LeNet-5 epoch (45k images, batch 128, augmentation on, data cached)
+  * float_epoch_median: one float LeNet-5 epoch (45k images, batch 128, augmentation on, data cached),
+                        for each --batchnorm placement (interleaved) and their ratio to none
   * float_step / float_step_textbook: one float training step (batch 128) as
                         train_baselines.py runs it, against the same LeNet-5 step written
                         the textbook way (ReLU, F.max_pool2d, torch's default SGD), the two
@@ -33,10 +34,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import build_model  # noqa: E402
-from models.data import default_data_path, iterate, load_cifar10  # noqa: E402
+from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, build_model  # noqa: E402
+from models.batching import iterate  # noqa: E402
+from models.data import default_data_path, load_cifar10  # noqa: E402
 from quant.qat import QuantNet  # noqa: E402
-from train_baselines import DEFAULT_LR, LABEL_SMOOTHING, WEIGHT_DECAY, make_optimizer, sgd_step, train_epoch  # noqa: E402
+from models.training import make_optimizer, sgd_step, train_epoch  # noqa: E402
+from train_baselines import DEFAULT_LR, LABEL_SMOOTHING, WEIGHT_DECAY  # noqa: E402
 
 
 def epoch_seconds(model, x, y, stage: str, batch_size: int = 128) -> float:
@@ -46,7 +49,8 @@ def epoch_seconds(model, x, y, stage: str, batch_size: int = 128) -> float:
     loss_fn = nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING)
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
-    train_epoch(model, iterate(x, y, batch_size, "cpu", gen, train=True), opt, sched, loss_fn)
+    train_epoch(model, iterate(x, y, batch_size, "cpu", gen, train=True), opt, sched,
+                lambda xb, yb: loss_fn(model(xb), yb))
     return time.perf_counter() - t0
 
 
@@ -62,7 +66,7 @@ def step_milliseconds(x, y, steps: int = 200) -> tuple[float, float]:
     """Median step time of our float step and of the textbook one, interleaved step by
     step (alternating which goes first) so that this machine's drift hits both alike."""
     torch.manual_seed(0)
-    ours = build_model("lenet5")
+    ours = build_model("lenet5", "none")
     textbook = copy.deepcopy(ours)
     opt, _ = make_optimizer(ours, DEFAULT_LR["float"], WEIGHT_DECAY, 1, steps, "float")
     opt_textbook = torch.optim.SGD(textbook.parameters(), lr=DEFAULT_LR["float"], momentum=0.9, nesterov=True,
@@ -75,7 +79,7 @@ def step_milliseconds(x, y, steps: int = 200) -> tuple[float, float]:
         for j in ((0, 1) if i % 2 == 0 else (1, 0)):
             forward, o = runs[j]
             t0 = time.perf_counter()
-            sgd_step(forward, xb, yb, o, loss_fn)
+            sgd_step(lambda xb, yb: loss_fn(forward(xb), yb), xb, yb, o)
             if i >= 10:  # warm-up steps are not timed
                 times[j].append(time.perf_counter() - t0)
     return statistics.median(times[0]) * 1e3, statistics.median(times[1]) * 1e3
@@ -101,10 +105,22 @@ def main() -> None:
 
     train_idx, _ = data.split()
     x, y = data.train_x[train_idx], data.train_y[train_idx]
-    torch.manual_seed(0)
-    fmodel = build_model("lenet5")
-    float_t = statistics.median(epoch_seconds(fmodel, x, y, "float") for _ in range(args.epochs))
-    print(f"float_epoch_median: {float_t:.2f} s")
+    # Each BatchNorm placement's float epoch, interleaved epoch by epoch so that drift hits all alike.
+    models = {}
+    for bn in BATCHNORM_CHOICES:
+        torch.manual_seed(0)
+        models[bn] = build_model("lenet5", bn)
+    epochs: dict = {bn: [] for bn in models}
+    for _ in range(args.epochs):
+        for bn, m in models.items():
+            epochs[bn].append(epoch_seconds(m, x, y, "float"))
+    for bn, ts in epochs.items():
+        print(f"float_epoch_median_batchnorm_{bn}: {statistics.median(ts):.2f} s")
+    for bn in ("conv", "all"):
+        print(f"float_epoch_batchnorm_{bn}_over_none: {statistics.median(epochs[bn]) / statistics.median(epochs['none']):.2f} x")
+    default = DEFAULT_BATCHNORM["lenet5"]
+    fmodel, float_t = models[default], statistics.median(epochs[default])
+    print(f"float_epoch_median: {float_t:.2f} s (default --batchnorm {default})")
     ours_ms, textbook_ms = step_milliseconds(x, y)
     print(f"float_step: {ours_ms:.2f} ms")
     print(f"float_step_textbook: {textbook_ms:.2f} ms")

@@ -19,7 +19,8 @@ from envs.student import StudentRunner
 from models import ATTENTION_LAYERS
 from models.checkpoint import file_sha256
 from models.cli import resolve_device
-from models.data import iterate, load_cifar10
+from models.batching import iterate
+from models.data import load_cifar10
 from models.errors import UserError
 from quant.attention import unit
 from quant.histogram import CodeStats, code_histogram, stats_from_counts

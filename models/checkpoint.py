@@ -11,14 +11,17 @@ import torch
 from models.errors import UserError
 
 FORMAT = "tapquant-checkpoint"
-STAGE_FILES = {"float": "{model}_float_unfused.pth", "qat": "{model}_qat_preconvert.pth"}
+STAGE_FILES = {"float": "{model}_float_unfused.pth", "qat": "{model}_qat_preconvert.pth",
+               "student": "{model}_student_{result}.pth"}
 STAGE_COMMANDS = {"float": "python train_baselines.py float --model {model}",
-                  "qat": "python train_baselines.py qat --model {model}"}
+                  "qat": "python train_baselines.py qat --model {model}",
+                  "student": "python train_baselines.py student --config-path <result .json>"}
 
 
-def checkpoint_path(out_dir: str | os.PathLike, model: str, stage: str) -> Path:
-    """The guide's file names: outputs/lenet5_float_unfused.pth, outputs/lenet5_qat_preconvert.pth."""
-    return Path(out_dir) / STAGE_FILES[stage].format(model=model)
+def checkpoint_path(out_dir: str | os.PathLike, model: str, stage: str, result: str | None = None) -> Path:
+    """The guide's file names: outputs/lenet5_float_unfused.pth, outputs/lenet5_qat_preconvert.pth;
+    a fine-tuned student is outputs/lenet5_student_<result name>.pth."""
+    return Path(out_dir) / STAGE_FILES[stage].format(model=model, result=result)
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from models.data import iterate
+from models.batching import iterate
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.data import MEAN, STD
+from models.batching import MEAN, STD
 from models.pooling import max_pool2x2
 from quant.fake_quant import A_QMAX, W_QMAX
 from quant.lookup import apply_table

@@ -84,3 +84,30 @@ def apply_table(q: torch.Tensor, table: torch.Tensor, pairs: torch.Tensor | None
         pair_tab = pair_table(table)
     out = pair_tab.index_select(0, pairs).view(table.dtype)
     return restore(out[: flat.numel()])  # drops the padding of an odd count
+
+
+class _TableSTE(torch.autograd.Function):
+    """table[q] forward. Backward: the gradient passes where q <= table[255] and stops above.
+
+    A TAP's table rounds codes to levels up to tmax and saturates above it, and
+    its last level is tmax itself, so table[255] = tmax: the gradient is a
+    straight-through estimate of the rounding and a clamp's zero gradient
+    beyond tmax, as for the activation codes themselves (quant/fake_quant.py).
+    """
+
+    @staticmethod
+    def forward(ctx, q, table):
+        ctx.save_for_backward(q <= table[-1].to(q.dtype))
+        return apply_table(q, table)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None
+
+
+def apply_table_ste(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """apply_table with a straight-through gradient (see _TableSTE) when q needs one."""
+    if not q.requires_grad:
+        return apply_table(q, table)
+    return _TableSTE.apply(q, table)

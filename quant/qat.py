@@ -27,13 +27,13 @@ import torch.nn.functional as F
 
 from models import build_model
 from models.checkpoint import load_checkpoint
-from models.data import input_abs_max
+from models.batching import input_abs_max
 from models.errors import UserError
 from models.net import Stage, StagedNet, folded_weights
 from models.pooling import max_pool2x2
 from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,
                               input_codes, weight_codes, weight_scale)
-from quant.lookup import apply_table
+from quant.lookup import apply_table_ste
 
 EMA = 0.01  # averaging constant of the "ema" observer
 OBSERVERS = ("ema", "max")
@@ -176,7 +176,7 @@ class QuantNet(nn.Module):
                 return self.linear_part(i, h)
             q = self.codes(i, h)
             if tables and st.name in tables:
-                q = apply_table(q, tables[st.name])
+                q = apply_table_ste(q, tables[st.name])
             if record is not None:
                 record[st.name] = q
             h = self.next_input(i, q)
@@ -192,13 +192,16 @@ class QuantNet(nn.Module):
         self.train(was)
 
 
-def load_teacher(path, model: str) -> QuantNet:
-    """The INT8 (QAT) teacher of a checkpoint, frozen for inference; clear errors if missing or wrong."""
-    ckpt = load_checkpoint(path, model=model, stage="qat")
+def load_teacher(path, model: str, stage: str = "qat") -> QuantNet:
+    """The INT8 model of a checkpoint, frozen for inference; clear errors if missing or wrong.
+
+    `stage` "qat" is the teacher; "student" a fine-tuned student (train_baselines.py student).
+    """
+    ckpt = load_checkpoint(path, model=model, stage=stage)
     meta = ckpt["meta"]
     if not meta.get("complete", False):
-        raise UserError(f"teacher {path} is unfinished (QAT epoch {meta['epochs_done']} of {meta['epochs']}); "
-                        f"finish it with: python train_baselines.py qat --model {model} --resume")
+        raise UserError(f"{path} is unfinished ({stage} epoch {meta['epochs_done']} of {meta['epochs']}); "
+                        f"finish it with: python train_baselines.py {stage} ... --resume")
     # BatchNorm is folded into the QAT weights, so the float model's placement does not matter here.
     qnet = QuantNet(build_model(model, "none"))
     try:

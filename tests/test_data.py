@@ -5,7 +5,8 @@ import tarfile
 import pytest
 import torch
 
-from models.data import augment, iterate, load_cifar10, normalize
+from models.batching import augment, iterate, normalize
+from models.data import load_cifar10
 from models.errors import UserError
 from tests.conftest import ROOT, TEST_PER_CLASS, TRAIN_PER_CLASS
 

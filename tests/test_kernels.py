@@ -5,7 +5,8 @@ import torch
 
 from quant.qat import load_teacher
 from models import build_model
-from models.data import iterate, load_cifar10
+from models.batching import iterate
+from models.data import load_cifar10
 from models.pooling import max_pool2x2
 from quant.attention import energy, square_pair_table, tabled_energy
 from quant.kernels import INT8_SAFE_MAX, FloatStages, Int8Stages, int8_kernels_available, stage_kernels

@@ -1,0 +1,105 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from agents import search
+from agents.evaluate import evaluate_result
+from models.batching import iterate
+from models.cli import run_main
+from models.data import load_cifar10
+from models.errors import UserError
+from models.metrics import predict
+from models.training import make_optimizer, sgd_step
+from quant.finetune import TapStudent
+from quant.integer import export_int8, integer_predict
+from quant.lookup import apply_table_ste
+from quant.qat import load_teacher
+from tests.conftest import ROOT, train_args
+from train_baselines import train
+
+
+def test_the_table_gradient_is_straight_through_below_tmax_and_zero_above():
+    table = torch.tensor(np.minimum((np.arange(256) // 4) * 4, 12)).float()  # levels 0,4,8,12; tmax = 12
+    q = torch.tensor([0.0, 3.0, 6.0, 12.0, 13.0, 200.0], requires_grad=True)
+    out = apply_table_ste(q, table)
+    assert out.tolist() == [0.0, 0.0, 4.0, 12.0, 12.0, 12.0]
+    out.backward(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    assert q.grad.tolist() == [1.0, 2.0, 3.0, 4.0, 0.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def result(tiny_teacher, tiny_tar, cache_dir):
+    """A random-search result with coarse K = 4 tables on the tiny teacher."""
+    assert run_main(search.main, ["--algo", "random", "--episodes", "20", "--levels", "4", "--result-file", "ft.json",
+                                  "--out-dir", str(tiny_teacher), "--data", str(tiny_tar), "--cache-dir",
+                                  str(cache_dir), "--search-size", "60", "--calib-batches", "2",
+                                  "--no-progress"]) == 0
+    return tiny_teacher / "tri_ppo_int_codes" / "ft.json"
+
+
+def student_for(result, tiny_teacher):
+    import json
+
+    res = json.loads(result.read_text())
+    teacher = load_teacher(tiny_teacher / "lenet5_qat_preconvert.pth", "lenet5")
+    tables = {n: torch.tensor(c["table"]) for n, c in res["best"]["config"].items()}
+    return teacher, TapStudent(teacher, tables, attention_weight=res["attention_weight"])
+
+
+def test_a_few_steps_of_fine_tuning_lower_the_loss(result, tiny_teacher, tiny_tar, cache_dir):
+    teacher, student = student_for(result, tiny_teacher)
+    d = load_cifar10(tiny_tar, cache_dir)
+    xb, yb = next(iterate(d.train_x[:256], d.train_y[:256], 256, "cpu"))
+    with torch.no_grad():
+        assert torch.equal(student.eval()(xb), teacher(xb, tables=student.tables))  # starts as the tabled teacher
+        before = student.loss(xb, yb).item()
+    opt, _ = make_optimizer(student, 0.001, 0.0, 1, 20, "student")
+    student.train()
+    for _ in range(20):
+        sgd_step(student.loss, xb, yb, opt)
+    with torch.no_grad():
+        after = student.eval().loss(xb, yb).item()
+    assert after < before
+    assert torch.equal(teacher.act_max, student.act_max)  # the activation scales stay the teacher's
+
+
+def test_fine_tuned_student_round_trips_evaluates_and_runs_in_integers(result, tiny_teacher, tiny_tar, cache_dir,
+                                                                        capsys):
+    meta = train(train_args("student", tiny_teacher, tiny_tar, cache_dir, config_path=str(result), epochs=1))
+    path = tiny_teacher / "lenet5_student_ft.pth"
+    assert meta["complete"] and meta["result"]["sha256"] and meta["attention_weight"] == 50.0
+    saved = load_teacher(path, "lenet5", stage="student")
+    _, student = student_for(result, tiny_teacher)
+    d = load_cifar10(tiny_tar, cache_dir)
+    assert not torch.equal(saved.weights["conv1"], student.weights["conv1"])  # it trained
+    p_saved = predict(saved, d.test_x, "cpu", tables=student.tables)
+    ev = evaluate_result(result, data=tiny_tar, cache_dir=cache_dir, student=str(path))
+    assert ev["student"] == pytest.approx(100 * (p_saved == d.test_y).float().mean().item())
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("[Eval] Teacher ")
+    tables = {n: t.to(torch.uint8).numpy() for n, t in student.tables.items()}
+    p_int = integer_predict(d.test_x, export_int8(saved), tables=tables)
+    assert (p_int == p_saved).float().mean() >= 0.99
+
+
+def test_evaluate_refuses_a_student_of_another_result_and_bad_checkpoints(result, tiny_teacher, tiny_tar, cache_dir,
+                                                                          tmp_path):
+    train(train_args("student", tiny_teacher, tiny_tar, cache_dir, config_path=str(result), epochs=1))
+    other = tmp_path / "other.json"
+    other.write_text(result.read_text().replace('"seed": 0', '"seed": 7'))
+    with pytest.raises(UserError, match="fine-tuned for another result"):
+        evaluate_result(other, data=tiny_tar, cache_dir=cache_dir, student=str(tiny_teacher / "lenet5_student_ft.pth"))
+    truncated = tmp_path / "s.pth"
+    truncated.write_bytes((tiny_teacher / "lenet5_student_ft.pth").read_bytes()[:500])
+    r = subprocess.run([sys.executable, "-m", "agents.evaluate", "--config-path", str(result), "--student",
+                        str(truncated), "--data", str(tiny_tar), "--cache-dir", str(cache_dir)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "corrupted" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = subprocess.run([sys.executable, "train_baselines.py", "student", "--data", str(tiny_tar)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "needs --config-path" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "train_baselines.py", "student", "--config-path", str(result), "--model",
+                        "vgg16", "--data", str(tiny_tar)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "is a lenet5 result" in r.stderr

@@ -24,8 +24,9 @@ import torch
 from tqdm import tqdm
 
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
-from agents.result import read_result
-from models.checkpoint import checkpoint_path, file_sha256, load_checkpoint, load_float_model, save_checkpoint
+from agents.result import finetune_source
+from agents.wandb_run import WANDB_MODES, start_wandb
+from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, save_checkpoint
 from models.cli import (add_common_args, non_negative_float, non_negative_int, positive_float, positive_int,
                         resolve_device, run_main)
 from models.batching import CROP_PAD, iterate
@@ -100,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--resume", action="store_true", help="continue an interrupted run of this stage")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
+        s.add_argument("--wandb", default="disabled", choices=WANDB_MODES,
+                       help="Weights & Biases: per-epoch train loss, val accuracy and lr (default disabled; "
+                            "offline needs no account or network)")
+        s.add_argument("--wandb-project", default=None, help="W&B project (default: $WANDB_PROJECT, else tapquant)")
         add_common_args(s)
     return p
 
@@ -112,23 +117,6 @@ def stage_args(stage: str, **values) -> argparse.Namespace:
         raise TypeError(f"train_baselines {stage} has no option {unknown}")
     vars(args).update(values)
     return args
-
-
-def student_source(args) -> dict:
-    """The result a student is fine-tuned for, checked against its teacher; fills in args.model."""
-    if not args.config_path:
-        raise UserError("train_baselines.py student needs --config-path <search result .json>")
-    res = read_result(args.config_path)
-    if args.model and res["model"] != args.model:
-        raise UserError(f"{args.config_path} is a {res['model']} result, but --model is {args.model}")
-    args.model = res["model"]
-    teacher = Path(res["teacher"]["path"])
-    if not teacher.is_file() or file_sha256(teacher) != res["teacher"]["sha256"]:
-        raise UserError(f"the teacher {teacher} named in {args.config_path} is missing or not the one searched "
-                        f"(sha256 differs); rerun the search with the current teacher")
-    tables = {n: c["table"] for n, c in res["best"]["config"].items()}
-    return {"teacher": res["teacher"], "tables": tables, "attention_weight": res["attention_weight"],
-            "result": {"path": str(Path(args.config_path).resolve()), "sha256": file_sha256(args.config_path)}}
 
 
 def initial_model(args, data, device, source: dict | None = None):
@@ -154,7 +142,12 @@ def train(args, on_epoch_end=None) -> dict:
     device = resolve_device(args.device)
     lr = args.lr or DEFAULT_LR[args.stage]
     label = LABEL[args.stage]
-    source = student_source(args) if args.stage == "student" else None
+    source = None
+    if args.stage == "student":
+        if not args.config_path:
+            raise UserError("train_baselines.py student needs --config-path <search result .json>")
+        source = finetune_source(args.config_path, args.model)
+        args.model = source["model"]
     if source and args.attention_weight is None:
         args.attention_weight = source["attention_weight"]
     out = checkpoint_path(args.out_dir, args.model, args.stage,
@@ -177,7 +170,7 @@ def train(args, on_epoch_end=None) -> dict:
         meta["float_checkpoint"] = str(args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float"))
         meta["observer"] = args.observer
     if source:
-        meta.update(source)
+        meta.update({k: source[k] for k in ("teacher", "result", "tables")})
         meta.update(kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
                     attention_weight=args.attention_weight)
 
@@ -205,6 +198,8 @@ def train(args, on_epoch_end=None) -> dict:
     else:
         ce = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
         loss_of = lambda xb, yb: ce(model(xb), yb)  # noqa: E731
+    run = start_wandb(args.wandb, out.stem, {k: v for k, v in meta.items() if k not in ("history", "tables")},
+                      args.out_dir, args.wandb_project)
     for epoch in range(meta["epochs_done"] + 1, args.epochs + 1):
         t0 = time.perf_counter()
         if args.stage == "qat":
@@ -224,6 +219,9 @@ def train(args, on_epoch_end=None) -> dict:
                         {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state()})
         print(f"[{label}] Epoch {epoch} | Val Acc {val_acc:.2f}% | Loss {total_loss / steps:.4f} | {secs:.1f}s",
               flush=True)
+        if run is not None:
+            run.log({"epoch": epoch, "train_loss": total_loss / steps, "val_acc": val_acc,
+                     "lr": sched.get_last_lr()[0], "seconds": secs}, step=epoch)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
@@ -232,6 +230,9 @@ def train(args, on_epoch_end=None) -> dict:
     save_checkpoint(out, args.model, args.stage, model.state_dict(), meta, None)
     print(f"[{label}] saved {out}", flush=True)
     print(f"[{label}] Test Acc {test_acc:.2f}%", flush=True)
+    if run is not None:
+        run.summary.update({"test_acc": test_acc, "val_acc": meta["val_acc"]})
+        run.finish()
     return meta
 
 

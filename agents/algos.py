@@ -25,7 +25,7 @@ ALGOS = ["ppo", "a2c", "sac", "td3", "ddpg", "trpo", "random"]
 # Episodes are 4 steps with one terminal reward: gamma = 1 (the return is the
 # configuration's score). PPO: 16-episode rollouts and lr 3e-3, so 1000
 # episodes give ~60 updates; on LeNet-5 this beat 32-episode rollouts at lr
-# 1e-3 on the best search reward for each of 3 seeds (README).
+# 1e-3 on the best search reward for each of 3 seeds (benchmarks/README.md).
 DEFAULTS = {
     "ppo": dict(n_steps=64, batch_size=64, n_epochs=10, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
                 ent_coef=0.0, policy_kwargs=dict(net_arch=[64, 64], log_std_init=-0.5)),

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(search.SearchConfig, args, problem=config_from_args(ProblemConfig, args))
     common = dict(model=args.model, seed=args.seed, data=args.data, cache_dir=args.cache_dir, out_dir=args.out_dir,
-                  device=args.device, no_progress=args.no_progress)
+                  device=args.device, no_progress=args.no_progress, wandb=args.wandb, wandb_project=args.wandb_project)
 
     for stage, epochs in (("float", args.epochs), ("qat", args.qat_epochs)):
         path = checkpoint_path(args.out_dir, args.model, stage)

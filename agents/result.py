@@ -1,4 +1,4 @@
-"""The search's result file (TAP.md section 7): its schema, written atomically and read strictly."""
+"""The search's result file (docs/tap.md section 7): its schema, written atomically and read strictly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from models import MODEL_NAMES
-from models.checkpoint import atomic_write
+from models.checkpoint import atomic_write, file_sha256
 from models.errors import UserError
 from quant.tap import TapParams, build_table
 
@@ -90,3 +90,18 @@ def read_result(path: str | os.PathLike) -> dict:
         if rebuilt != table:
             raise bad(f"layer {name!r}: the table does not match its parameters")
     return res
+
+
+def finetune_source(config_path: str | os.PathLike, model: str | None = None) -> dict:
+    """What fine-tuning a student for a result needs, checked: the model, the teacher (path, sha256) that
+    must still be the one searched, the tables, w_att, and the result's own path and sha256."""
+    res = read_result(config_path)
+    if model and res["model"] != model:
+        raise UserError(f"{config_path} is a {res['model']} result, but --model is {model}")
+    teacher = Path(res["teacher"]["path"])
+    if not teacher.is_file() or file_sha256(teacher) != res["teacher"]["sha256"]:
+        raise UserError(f"the teacher {teacher} named in {config_path} is missing or not the one searched "
+                        f"(sha256 differs); rerun the search with the current teacher")
+    return {"model": res["model"], "teacher": res["teacher"], "attention_weight": res["attention_weight"],
+            "tables": {n: c["table"] for n, c in res["best"]["config"].items()},
+            "result": {"path": str(Path(config_path).resolve()), "sha256": file_sha256(config_path)}}

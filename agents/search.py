@@ -2,7 +2,7 @@
 
     python -m agents.search --model lenet5 --episodes 1000 --result-file lenet5_ppo_result.json
 
-Writes <out-dir>/tri_ppo_int_codes/<result-file> (TAP.md section 7),
+Writes <out-dir>/tri_ppo_int_codes/<result-file> (docs/tap.md section 7),
 TensorBoard logs under <out-dir>/tb/, and, every 100 episodes, a checkpoint
 that `--resume` continues from (agents/resume.py).
 """
@@ -10,7 +10,6 @@ that `--resume` continues from (agents/resume.py).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,13 +22,12 @@ from agents.algos import ALGOS, algo_class, hyperparams
 from agents.result import build_result, result_path, write_result
 from agents.resume import CHECKPOINT_EVERY, SearchCheckpoint
 from agents.tracker import SearchTracker, TrackerCallback
+from agents.wandb_run import WANDB_MODES, start_wandb
 from envs import ENV_IDS
 from envs.config import ProblemConfig
 from envs.problem import TapProblem
 from models.cli import add_common_args, add_config_args, config_from_args, option, positive_int, run_main
 from models.errors import UserError
-
-WANDB_MODES = ("disabled", "offline", "online")
 
 
 @dataclass(frozen=True)
@@ -75,23 +73,6 @@ def make_logger(tb_dir: Path):
     return configure(str(tb_dir), ["tensorboard"])
 
 
-def start_wandb(cfg: SearchConfig, config: dict):
-    if cfg.wandb == "disabled":
-        return None
-    import wandb
-    # W&B writes under $WANDB_DIR when the user set it, else under the output directory.
-    where = Path(os.environ.get("WANDB_DIR") or cfg.problem.out_dir)
-    where.mkdir(parents=True, exist_ok=True)
-    try:
-        return wandb.init(project=cfg.wandb_project or os.environ.get("WANDB_PROJECT", "tapquant"),
-                          name=cfg.result_path.stem, mode=cfg.wandb, dir=str(where), config=config,
-                          sync_tensorboard=True, reinit="finish_previous")
-    except Exception as e:  # no login, no network, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"W&B could not start in {cfg.wandb} mode ({first}); use --wandb offline "
-                        f"(no account or network needed) or --wandb disabled") from None
-
-
 def run_random(env, tracker: SearchTracker, seed: int) -> None:
     """Uniform random actions: the baseline every RL search must beat."""
     env.action_space.seed(seed)
@@ -133,7 +114,8 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
         print(f"[Search] resuming after episode {state['tracker']['episodes']}", flush=True)
 
     options = {k: str(v) for k, v in params.items()}
-    run_ = start_wandb(cfg, {**cfg.resume_options(), "hyperparams": options})
+    run_ = start_wandb(cfg.wandb, cfg.result_path.stem, {**cfg.resume_options(), "hyperparams": options},
+                       cfg.problem.out_dir, cfg.wandb_project, sync_tensorboard=True)
     logger = make_logger(Path(cfg.problem.out_dir) / "tb" / cfg.result_path.stem)
     t = state["tracker"] if state else {}
     tracker = SearchTracker(cfg.episodes, logger, show_progress=not cfg.no_progress, done=t.get("episodes", 0),

@@ -6,7 +6,7 @@ For K = 16 it runs PPO and uniform random search for each seed and reports
 the best search-split reward (mean and standard deviation over seeds) and
 the test-set drop of PPO's best configuration; for each K in --levels it
 reports PPO's test-set drop. One `name: value unit` line per figure, and a
-markdown table at the end for the README.
+markdown table at the end for benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def layer_list(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ProblemConfig:
-    """The search problem (TAP.md sections 3-5); every field is validated on construction."""
+    """The search problem (docs/tap.md sections 3-5); every field is validated on construction."""
 
     model: str = option("lenet5", "model whose INT8 teacher is searched", choices=MODEL_NAMES)
     teacher: str | None = option(None, "INT8 teacher checkpoint; None means <out-dir>/<model>_qat_preconvert.pth")

@@ -1,7 +1,7 @@
 """The search problem behind the env: the teacher, its code statistics, the search split, the score.
 
 `TapProblem(config)` loads the INT8 teacher, measures each layer's code
-histogram on calibration batches (p90, tmax; TAP.md section 3), records the
+histogram on calibration batches (p90, tmax; docs/tap.md section 3), records the
 teacher on the search split once, and scores a set of lookup tables there
 (envs/reward.py) by running the student from those cached codes
 (envs/student.py). Scores are memoised by the tables themselves: different

@@ -1,4 +1,4 @@
-"""The search's loss on the search split (TAP.md section 5).
+"""The search's loss on the search split (docs/tap.md section 5).
 
     drop   = 100 * (acc_teacher - acc_student)            percentage points
     att    = mean over attention layers of the batch mean of ||q_student - q_teacher||_2,

@@ -1,4 +1,4 @@
-"""`TapQuantEnv`: one episode chooses one TAP per quantized layer (TAP.md section 6)."""
+"""`TapQuantEnv`: one episode chooses one TAP per quantized layer (docs/tap.md section 6)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class TapQuantEnv(gym.Env):
     table of the t-th approximated layer, in execution order; after the last
     layer the student (the teacher with every table applied at its record
     point) is scored on the search split, images held out of the training set
-    (TAP.md, docs/tap.md).
+    (docs/tap.md).
 
     ## Action Space
 

@@ -26,7 +26,7 @@ def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float().mul_(scale).add_(shift)
 
 
-CROP_PAD = 1  # random 32x32 crop of the padded image; 1 beat 0, 2, 3 and the usual 4 on validation (README)
+CROP_PAD = 1  # random 32x32 crop of the padded image; 1 beat 0, 2, 3 and the usual 4 on validation (benchmarks/README.md)
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = CROP_PAD) -> torch.Tensor:
@@ -39,7 +39,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = CROP_PAD) ->
     crop is one `index_select` of N*C*H row starts from a view of every W-long
     run of the flat padded batch: it copies rows, where an element-wise
     gather (`take`, 1.1 ms for a batch of 128 here) computes and reads an
-    index per pixel (0.57 ms, README "Speed"). A flipped image's crop is the
+    index per pixel (0.57 ms; benchmarks/README.md). A flipped image's crop is the
     crop of the flipped padded image at the mirrored column offset.
     """
     n, c, h, w = x.shape

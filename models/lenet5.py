@@ -1,4 +1,4 @@
-"""LeNet-5 for CIFAR-10, exactly as TAP.md section 2.
+"""LeNet-5 for CIFAR-10, exactly as docs/tap.md section 2.
 
     python -m models.lenet5 [--batchnorm none|conv|all]
 
@@ -19,12 +19,12 @@ STAGES = [
     Stage("fc3", "fc", 84, 10, classifier=True),
 ]
 
-# Layers whose attention maps the search compares (TAP.md section 2).
+# Layers whose attention maps the search compares (docs/tap.md section 2).
 ATTENTION_LAYERS = ["conv2", "fc1"]
 
 # BatchNorm while the float model trains (the guide's "research path: add BN");
 # chosen on validation accuracy (benchmarks/README.md, "Float recipe").
-BATCHNORM = "none"
+BATCHNORM = "all"
 
 
 def main(argv=None) -> None:

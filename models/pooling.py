@@ -5,7 +5,7 @@ Why not F.max_pool2d: on the CPU it computes an int64 argmax for every
 output with a scalar loop; for LeNet-5's conv1 output (128 x 6 x 28 x 28)
 that is 2.3 ms of a ~15 ms training step. Two elementwise maxima do the
 forward in ~0.25 ms, and the backward below routes the gradient with a few
-vectorised float ops (README, "Speed"). Its values equal F.max_pool2d's
+vectorised float ops (benchmarks/README.md). Its values equal F.max_pool2d's
 exactly; so do its gradients wherever a window's maximum is unique.
 
 The maxima pair rows first (x[..., 0::2, :] with x[..., 1::2, :] keeps whole

@@ -1,4 +1,4 @@
-"""Attention transfer (Zagoruyko & Komodakis, 2017), as TAP.md section 5.
+"""Attention transfer (Zagoruyko & Komodakis, 2017), as docs/tap.md section 5.
 
 A layer's attention map is its *energy* (sum_c A_c^2 per position of a conv
 map, a^2 per feature of an fc vector) scaled to unit norm per sample. The map

@@ -1,4 +1,4 @@
-"""INT8 fake quantization with straight-through gradients (TAP.md section 3).
+"""INT8 fake quantization with straight-through gradients (docs/tap.md section 3).
 
   * weights: signed 8-bit, symmetric, per output channel, codes -127..127;
   * post-ReLU activations: unsigned 8-bit codes 0..255 per tensor, zero point

@@ -1,4 +1,4 @@
-"""Per-layer INT8 code histograms, p90 and tmax (TAP.md section 3)."""
+"""Per-layer INT8 code histograms, p90 and tmax (docs/tap.md section 3)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ on, and are frozen after. Two observers (PyTorch has both):
   * "ema": an EMA of the batch max (MovingAverageMinMaxObserver);
   * "max": the largest activation seen in any batch (MinMaxObserver). Its
     coarser codes keep the rare large activations in range, which the search's
-    tmax = p90 + 10 rule then saturates less (README, "Observer").
+    tmax = p90 + 10 rule then saturates less (benchmarks/README.md, "The QAT observer").
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from quant.lookup import apply_table_ste
 
 EMA = 0.01  # averaging constant of the "ema" observer
 OBSERVERS = ("ema", "max")
-DEFAULT_OBSERVER = "max"  # README, "Observer": measured against "ema"
+DEFAULT_OBSERVER = "max"  # measured against "ema": benchmarks/README.md, "The QAT observer"
 
 
 class QuantNet(nn.Module):

@@ -1,4 +1,4 @@
-"""The tri-segment approximation (TAP) of one layer's codes (TAP.md section 4).
+"""The tri-segment approximation (TAP) of one layer's codes (docs/tap.md section 4).
 
 `decode_action` maps an agent's 4 numbers in [-1, 1] to the parameters
 {tmax, b1, b2, n1, n2, n3, K}; `build_table` turns them into the 256-entry
@@ -49,7 +49,7 @@ def _unit(a: float) -> float:
 
 
 def decode_action(action, tmax: int, levels: int = 16) -> TapParams:
-    """TAP.md's action decoding. `action` has 4 numbers in [-1, 1]."""
+    """docs/tap.md's action decoding. `action` has 4 numbers in [-1, 1]."""
     if levels < MIN_LEVELS:
         raise ValueError(f"levels K must be >= {MIN_LEVELS} (one zero level and one per segment), got {levels}")
     if not 1 <= tmax <= N_CODES - 1:

@@ -121,3 +121,15 @@ def test_batchnorm_teacher_folds_for_qat_and_refuses_another_placement(tmp_path,
     save_checkpoint(path, "lenet5", "float", ck["state_dict"], ck["meta"])
     with pytest.raises(UserError, match="does not fit a lenet5 with batchnorm=conv"):
         load_float_model(path, "lenet5")
+
+
+def test_wandb_offline_run_holds_the_epoch_metrics(tmp_path, tiny_tar, cache_dir, monkeypatch):
+    import json
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    train(train_args("float", tmp_path / "out", tiny_tar, cache_dir, epochs=2, wandb="offline"))
+    runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    summary = json.loads(next(runs[0].rglob("wandb-summary.json")).read_text())
+    assert {"train_loss", "val_acc", "lr", "test_acc"} <= set(summary) and summary["epoch"] == 2

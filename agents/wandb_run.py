@@ -1,0 +1,34 @@
+"""Weights & Biases runs: off by default, offline (no account, no network) or online when asked.
+
+Runs go under $WANDB_DIR when the user set it, else under the output
+directory; the project is --wandb-project, else $WANDB_PROJECT, else
+"tapquant".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from models.errors import UserError
+
+WANDB_MODES = ("disabled", "offline", "online")
+
+
+def start_wandb(mode: str, name: str, config: dict, out_dir, project: str | None = None,
+                sync_tensorboard: bool = False):
+    """A started W&B run, or None when `mode` is "disabled"; one clear error when W&B cannot start."""
+    if mode == "disabled":
+        return None
+    import wandb
+
+    where = Path(os.environ.get("WANDB_DIR") or out_dir)
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        return wandb.init(project=project or os.environ.get("WANDB_PROJECT", "tapquant"), name=name, mode=mode,
+                          dir=str(where), config=config, sync_tensorboard=sync_tensorboard,
+                          reinit="finish_previous")
+    except Exception as e:  # no login, no network, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"W&B could not start in {mode} mode ({first}); use --wandb offline "
+                        f"(no account or network needed) or --wandb disabled") from None

@@ -94,7 +94,7 @@ def read_result(path: str | os.PathLike) -> dict:
 
 def finetune_source(config_path: str | os.PathLike, model: str | None = None) -> dict:
     """What fine-tuning a student for a result needs, checked: the model, the teacher (path, sha256) that
-    must still be the one searched, the tables, w_att, and the result's own path and sha256."""
+    must still be the one searched, the tables, and the result's own path and sha256."""
     res = read_result(config_path)
     if model and res["model"] != model:
         raise UserError(f"{config_path} is a {res['model']} result, but --model is {model}")
@@ -102,6 +102,6 @@ def finetune_source(config_path: str | os.PathLike, model: str | None = None) ->
     if not teacher.is_file() or file_sha256(teacher) != res["teacher"]["sha256"]:
         raise UserError(f"the teacher {teacher} named in {config_path} is missing or not the one searched "
                         f"(sha256 differs); rerun the search with the current teacher")
-    return {"model": res["model"], "teacher": res["teacher"], "attention_weight": res["attention_weight"],
+    return {"model": res["model"], "teacher": res["teacher"],
             "tables": {n: c["table"] for n, c in res["best"]["config"].items()},
             "result": {"path": str(Path(config_path).resolve()), "sha256": file_sha256(config_path)}}

@@ -59,13 +59,14 @@ def epoch_seconds(args, result: Path, data) -> tuple[float, float]:
     calib = data.calibration_indices(1280)
     qat.calibrate(iterate(data.train_x[calib], data.train_y[calib], 128, "cpu"))
     student = TapStudent(teacher, {n: torch.tensor(c["table"]) for n, c in res["best"]["config"].items()},
-                         attention_weight=res["attention_weight"])
+                         train_baselines.KD_TEMPERATURE, train_baselines.KD_WEIGHT,
+                         train_baselines.FINETUNE_ATTENTION_WEIGHT)
     ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     runs = {"qat": (qat, lambda xb, yb: ce(qat(xb), yb)), "student": (student, student.loss)}
     times: dict = {k: [] for k in runs}
     for _ in range(2):
         for name, (model, loss_of) in runs.items():
-            opt, sched = make_optimizer(model, 0.001, 5e-4, 1, steps, "qat")
+            opt, sched = make_optimizer(model, train_baselines.DEFAULT_LR[name], 5e-4, 1, steps, name)
             t0 = time.perf_counter()
             train_epoch(model, iterate(x, y, 128, "cpu", torch.Generator().manual_seed(0), train=True), opt, sched,
                         loss_of)

@@ -27,7 +27,7 @@ from quant.qat import QuantNet
 
 class TapStudent(QuantNet):
     def __init__(self, teacher: QuantNet, tables: dict[str, torch.Tensor], kd_temperature: float = 4.0,
-                 kd_weight: float = 1.0, attention_weight: float = 50.0, label_smoothing: float = 0.0):
+                 kd_weight: float = 3.0, attention_weight: float = 0.0, label_smoothing: float = 0.0):
         super().__init__(build_model(teacher.model_name, "none"), observer=teacher.observer)
         self.load_state_dict(teacher.state_dict())
         self.batchnorm = teacher.batchnorm
@@ -62,8 +62,9 @@ class TapStudent(QuantNet):
         temp = self.kd_temperature
         kd = F.kl_div(F.log_softmax(logits / temp, 1), F.log_softmax(t_logits / temp, 1), log_target=True,
                       reduction="batchmean") * temp * temp
-        att = torch.stack([map_distance(attention_map(rec[n]), attention_map(t_rec[n]))
-                           for n in self.attention_layers]).mean()
+        att = (torch.stack([map_distance(attention_map(rec[n]), attention_map(t_rec[n]))
+                            for n in self.attention_layers]).mean()
+               if self.attention_weight else logits.new_zeros(()))
         ce = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         return {"ce": ce, "kd": kd, "att": att,
                 "loss": ce + self.kd_weight * kd + self.attention_weight * att}

@@ -70,7 +70,7 @@ def test_fine_tuned_student_round_trips_evaluates_and_runs_in_integers(result, t
                                                                         capsys):
     meta = train(train_args("student", tiny_teacher, tiny_tar, cache_dir, config_path=str(result), epochs=1))
     path = tiny_teacher / "lenet5_student_ft.pth"
-    assert meta["complete"] and meta["result"]["sha256"] and meta["attention_weight"] == 50.0
+    assert meta["complete"] and meta["result"]["sha256"] and meta["kd_weight"] == 3.0
     saved = load_teacher(path, "lenet5", stage="student")
     _, student = student_for(result, tiny_teacher)
     d = load_cifar10(tiny_tar, cache_dir)

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
 from agents.result import finetune_source
 from agents.wandb_run import WANDB_MODES, start_wandb
+from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
 from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, save_checkpoint
 from models.cli import (add_common_args, non_negative_float, non_negative_int, positive_float, positive_int,
                         resolve_device, run_main)
@@ -77,14 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--model", default="lenet5", choices=MODEL_NAMES)
         if stage == "float":
-            s.add_argument("--epochs", type=positive_int, default=30, help="float epochs (default 30)")
+            s.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS[stage],
+                           help=f"float epochs (default {DEFAULT_EPOCHS[stage]})")
             s.add_argument("--batchnorm", choices=BATCHNORM_CHOICES, default=None,
                            help="BatchNorm while training: none, after each conv, or after all layers but the "
                                 "classifier; folded away when QAT starts (default: the model's, "
                                 + ", ".join(f"{m} {b}" for m, b in DEFAULT_BATCHNORM.items()) + ")")
         elif stage == "qat":
-            s.add_argument("--qat-epochs", dest="epochs", type=positive_int, default=10,
-                           help="QAT epochs (default 10)")
+            s.add_argument("--qat-epochs", dest="epochs", type=positive_int, default=DEFAULT_EPOCHS[stage],
+                           help=f"QAT epochs (default {DEFAULT_EPOCHS[stage]})")
             s.add_argument("--float-checkpoint", default=None,
                            help="float model to start from (default: <out-dir>/<model>_float_unfused.pth)")
             s.add_argument("--observer", choices=OBSERVERS, default=DEFAULT_OBSERVER,

@@ -29,7 +29,7 @@ def test_forward_shapes_and_layer_lists(name):
 
 
 def test_lenet5_is_the_guides_architecture():
-    m = build_model("lenet5")
+    m = build_model("lenet5").eval()  # BatchNorm1d cannot train on a batch of one
     shapes = {n: tuple(getattr(m, n).weight.shape) for n in ("conv1", "conv2", "fc1", "fc2", "fc3")}
     assert shapes == {"conv1": (6, 3, 5, 5), "conv2": (16, 6, 5, 5), "fc1": (120, 400), "fc2": (84, 120),
                       "fc3": (10, 84)}

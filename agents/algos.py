@@ -20,7 +20,7 @@ import yaml
 
 from models.errors import UserError
 
-ALGOS = ["ppo", "a2c", "sac", "td3", "ddpg", "trpo", "random"]
+ALGOS = ["ppo", "a2c", "sac", "td3", "ddpg", "trpo", "random", "analytic", "greedy"]
 
 # Episodes are 4 steps with one terminal reward: gamma = 1 (the return is the
 # configuration's score). PPO: 16-episode rollouts and lr 3e-3, so 1000
@@ -40,6 +40,8 @@ DEFAULTS = {
     "ddpg": dict(learning_starts=200, batch_size=64, gamma=1.0, train_freq=4, gradient_steps=4,
                  learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64])),
     "random": {},
+    "analytic": {},  # agents/baselines.py: no learner
+    "greedy": {},
 }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers the TapQuant-* ids)
 from agents.algos import ALGOS, algo_class, hyperparams
+from agents.baselines import BASELINES
 from agents.result import build_result, result_path, write_result
 from agents.resume import CHECKPOINT_EVERY, SearchCheckpoint
 from agents.tracker import SearchTracker, TrackerCallback
@@ -35,8 +36,9 @@ class SearchConfig:
     """One search run: the problem it scores and how it searches it."""
 
     problem: ProblemConfig = field(default_factory=ProblemConfig)
-    algo: str = option("ppo", "learner: ppo, a2c, sac, td3, ddpg (SB3), trpo (sb3-contrib), or random search",
-                       choices=ALGOS)
+    algo: str = option("ppo", "learner: ppo, a2c, sac, td3, ddpg (SB3), trpo (sb3-contrib); or a baseline: "
+                       "random search, analytic (least squared code error), greedy (coordinate search from "
+                       "analytic)", choices=ALGOS)
     episodes: int = option(1000, "configurations to try; one episode = one TAP per layer", type=positive_int)
     seed: int = option(0, "seed of the learner (or of the random search)", type=int)
     hyperparams: str | None = option(None, "RL Zoo-style YAML overriding the learner's defaults (agents/algos.py)")
@@ -139,6 +141,8 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     try:
         if cfg.algo == "random":
             run_random(env, tracker, cfg.seed + tracker.episodes)
+        elif cfg.algo in BASELINES:
+            BASELINES[cfg.algo](problem, tracker)
         else:
             cls = algo_class(cfg.algo)
             learner = ckpt.load_learner(cls, env) if state else None

@@ -20,7 +20,7 @@ import yaml
 
 from models.errors import UserError
 
-ALGOS = ["ppo", "a2c", "sac", "td3", "ddpg", "trpo", "random", "analytic", "greedy"]
+ALGOS = ["ppo", "a2c", "sac", "td3", "ddpg", "trpo", "random", "analytic", "greedy", "tpe"]
 
 # Episodes are 4 steps with one terminal reward: gamma = 1 (the return is the
 # configuration's score). PPO: 16-episode rollouts and lr 3e-3, so 1000
@@ -42,6 +42,7 @@ DEFAULTS = {
     "random": {},
     "analytic": {},  # agents/baselines.py: no learner
     "greedy": {},
+    "tpe": {},
 }
 
 

@@ -1,4 +1,4 @@
-"""Learner-free baselines for the TAP search: `analytic` and `greedy`.
+"""Learner-free baselines for the TAP search: `analytic`, `greedy` and `tpe`.
 
   * analytic: per layer, the TAP whose table minimises the histogram-weighted
     squared code error, sum_c h[c] (T[c] - c)^2, over every parameter set the
@@ -9,8 +9,10 @@
     (and the shift of one level between segments) and keeps the best
     improvement of the search reward, until the scorer-call budget is spent
     or no move improves.
+  * tpe: Optuna's TPE sampler over the same 4 action numbers per layer that
+    the RL agents choose, decoded the same way; one trial = one scorer call.
 
-Why by hand: the exact minimiser is a small dynamic-programming table, and no
+Why by hand (analytic, greedy): the exact minimiser is a small dynamic-programming table, and no
 library enumerates this decoder's parameter space.
 
 The error of the codes in a segment (lo, hi] depends only on (lo, hi, n):
@@ -24,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.tap import TapParams, build_table, rnd
+from models.errors import UserError
+from quant.tap import TapParams, build_table, decode_action, rnd
 
 
 def segment_errors(counts: np.ndarray, tmax: int, max_levels: int) -> np.ndarray:
@@ -47,7 +50,6 @@ def segment_errors(counts: np.ndarray, tmax: int, max_levels: int) -> np.ndarray
 def analytic_params(counts: np.ndarray, tmax: int, levels: int) -> TapParams:
     """The decodable TAP with the least histogram-weighted squared code error (ties: the first found)."""
     if tmax < levels or tmax < 4:  # every code fits: the table is the identity up to tmax
-        from quant.tap import decode_action
         return decode_action(np.zeros(4), tmax, levels)
     m = levels - 1
     err = segment_errors(np.asarray(counts, dtype=np.float64), tmax, m - 2)
@@ -95,13 +97,13 @@ def episode_info(problem, params: dict[str, TapParams]) -> dict:
     return info
 
 
-def run_analytic(problem, tracker) -> None:
+def run_analytic(problem, tracker, seed: int = 0) -> None:
     params = {n: analytic_params(problem.stats[n].counts, problem.stats[n].tmax, problem.config.levels)
               for n in problem.layers}
     tracker.on_episode(episode_info(problem, params), 1)
 
 
-def run_greedy(problem, tracker) -> None:
+def run_greedy(problem, tracker, seed: int = 0) -> None:
     """Coordinate search from the analytic tables; every scorer call is one episode of the budget.
 
     Layer by layer, it scores every neighbour of the layer's current TAP and
@@ -130,4 +132,24 @@ def run_greedy(problem, tracker) -> None:
                 improved = True
 
 
-BASELINES = {"analytic": run_analytic, "greedy": run_greedy}
+def run_tpe(problem, tracker, seed: int = 0) -> None:
+    """Optuna's TPE sampler (seeded) maximising the search reward, one trial per episode."""
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("--algo tpe needs Optuna: pip install -e . (it is a dependency) or pip install optuna") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        while not tracker.finished:
+            trial = study.ask()
+            params = {n: decode_action([trial.suggest_float(f"{n}.a{k}", -1.0, 1.0) for k in range(4)],
+                                       problem.stats[n].tmax, problem.config.levels) for n in problem.layers}
+            info = episode_info(problem, params)
+            study.tell(trial, info["reward"])
+            tracker.on_episode(info, tracker.episodes + 1)
+    except (optuna.exceptions.OptunaError, ValueError) as e:
+        raise UserError(f"the TPE search (Optuna) failed: {e}; try another --seed or --algo random") from None
+
+
+BASELINES = {"analytic": run_analytic, "greedy": run_greedy, "tpe": run_tpe}

@@ -38,7 +38,7 @@ class SearchConfig:
     problem: ProblemConfig = field(default_factory=ProblemConfig)
     algo: str = option("ppo", "learner: ppo, a2c, sac, td3, ddpg (SB3), trpo (sb3-contrib); or a baseline: "
                        "random search, analytic (least squared code error), greedy (coordinate search from "
-                       "analytic)", choices=ALGOS)
+                       "analytic), tpe (Optuna's TPE sampler)", choices=ALGOS)
     episodes: int = option(1000, "configurations to try; one episode = one TAP per layer", type=positive_int)
     seed: int = option(0, "seed of the learner (or of the random search)", type=int)
     hyperparams: str | None = option(None, "RL Zoo-style YAML overriding the learner's defaults (agents/algos.py)")
@@ -142,7 +142,7 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
         if cfg.algo == "random":
             run_random(env, tracker, cfg.seed + tracker.episodes)
         elif cfg.algo in BASELINES:
-            BASELINES[cfg.algo](problem, tracker)
+            BASELINES[cfg.algo](problem, tracker, cfg.seed)
         else:
             cls = algo_class(cfg.algo)
             learner = ckpt.load_learner(cls, env) if state else None

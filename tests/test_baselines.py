@@ -39,7 +39,7 @@ def test_neighbours_are_valid_one_step_moves():
         build_table(q)
 
 
-@pytest.mark.parametrize("algo,episodes", [("analytic", 40), ("greedy", 40)])
+@pytest.mark.parametrize("algo,episodes", [("analytic", 40), ("greedy", 40), ("tpe", 40)])
 def test_baseline_writes_a_result_that_evaluate_accepts(algo, episodes, tiny_teacher, tiny_tar, cache_dir):
     common = ["--out-dir", str(tiny_teacher), "--data", str(tiny_tar), "--cache-dir", str(cache_dir),
               "--search-size", "60", "--calib-batches", "2", "--no-progress"]

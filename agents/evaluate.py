@@ -19,7 +19,7 @@ import torch
 from agents.result import read_result
 from quant.qat import QuantNet, load_teacher
 from models import MODEL_NAMES
-from models.checkpoint import file_sha256, load_checkpoint
+from models.checkpoint import file_sha256
 from models.cli import add_common_args, resolve_device, run_main
 from models.data import load_cifar10
 from models.errors import UserError
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_student(path, config_path, res: dict) -> QuantNet:
     """A fine-tuned student, refused unless it was made from this result and its teacher."""
     student = load_teacher(path, res["model"], stage="student")
-    meta = load_checkpoint(path, stage="student")["meta"]
+    meta = student.meta
     if meta["result"]["sha256"] != file_sha256(config_path):
         raise UserError(f"student {path} was fine-tuned for another result ({meta['result']['path']}), not "
                         f"{config_path}; fine-tune one with: python train_baselines.py student --config-path "

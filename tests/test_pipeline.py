@@ -16,3 +16,15 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, tiny_tar, c
     out = capsys.readouterr().out
     assert out.count("skipping") == 3 and "[Float] Epoch" not in out
     assert out.strip().splitlines()[-1].startswith("[Eval] Teacher ")
+
+
+def test_pipeline_fine_tunes_the_student_and_prints_both_eval_lines(tmp_path, tiny_tar, cache_dir, capsys):
+    argv = ["--epochs", "1", "--qat-epochs", "1", "--episodes", "8", "--algo", "random", "--search-size", "60",
+            "--calib-batches", "2", "--finetune-epochs", "1", "--data", str(tiny_tar),
+            "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path), "--device", "cpu", "--no-progress"]
+    assert run_main(pipeline.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "[Student] Epoch 1 | Val Acc " in out and (tmp_path / "lenet5_student_lenet5_random_result.pth").is_file()
+    evals = [line for line in out.splitlines() if line.startswith("[Eval] Teacher ")]
+    assert len(evals) == 2 and evals[0].split("|")[0] == evals[1].split("|")[0]  # same teacher, two students
+    assert "| student " in out

@@ -32,6 +32,23 @@ CALIB_BATCH_SIZE = 128
 MEMO_LIMIT = 200_000
 
 
+@torch.no_grad()
+def layer_stats(qnet, x: torch.Tensor, device) -> dict[str, CodeStats]:
+    """Each quantized layer's code histogram, p90 and tmax over the images `x` (uint8)."""
+    counts = {n: np.zeros(256, dtype=np.int64) for n in qnet.quant_layers}
+    for xb, _ in iterate(x, torch.zeros(len(x), dtype=torch.long), CALIB_BATCH_SIZE, device):
+        rec: dict = {}
+        qnet(xb, record=rec)
+        for n in counts:
+            counts[n] += code_histogram(rec[n])
+    return {n: stats_from_counts(c) for n, c in counts.items()}
+
+
+def calibration_stats(qnet, data, calib_batches: int, device) -> dict[str, CodeStats]:
+    """layer_stats on the calibration images: `calib_batches` batches of the training split."""
+    return layer_stats(qnet, data.train_x[data.calibration_indices(calib_batches * CALIB_BATCH_SIZE)], device)
+
+
 class TapProblem:
     """Teacher, per-layer code statistics and the search-split scorer of one `ProblemConfig`."""
 
@@ -58,20 +75,9 @@ class TapProblem:
         if config.search_size > len(val_idx):
             raise UserError(f"search size {config.search_size} exceeds the {len(val_idx)} validation images")
         self.search_idx = val_idx[: config.search_size]
-        calib = data.calibration_indices(config.calib_batches * CALIB_BATCH_SIZE)
-        self.stats = self._calibrate(data.train_x[calib])
+        self.stats = calibration_stats(self.qnet, data, config.calib_batches, self.torch_device)
         self._record_teacher(data.train_x[self.search_idx], data.train_y[self.search_idx])
         self._memo: dict = {}
-
-    @torch.no_grad()
-    def _calibrate(self, x: torch.Tensor) -> dict[str, CodeStats]:
-        counts = {n: np.zeros(256, dtype=np.int64) for n in self.qnet.quant_layers}
-        for xb, _ in iterate(x, torch.zeros(len(x), dtype=torch.long), CALIB_BATCH_SIZE, self.torch_device):
-            rec: dict = {}
-            self.qnet(xb, record=rec)
-            for n in counts:
-                counts[n] += code_histogram(rec[n])
-        return {n: stats_from_counts(c) for n, c in counts.items()}
 
     @torch.no_grad()
     def _record_teacher(self, x: torch.Tensor, y: torch.Tensor) -> None:

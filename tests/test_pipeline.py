@@ -28,3 +28,4 @@ def test_pipeline_fine_tunes_the_student_and_prints_both_eval_lines(tmp_path, ti
     evals = [line for line in out.splitlines() if line.startswith("[Eval] Teacher ")]
     assert len(evals) == 2 and evals[0].split("|")[0] == evals[1].split("|")[0]  # same teacher, two students
     assert "| student " in out
+

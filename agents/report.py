@@ -1,0 +1,115 @@
+"""Pictures of what a search did: the guide's "view the histograms" step as one command.
+
+    python -m agents.report --config-path outputs/tri_ppo_int_codes/lenet5_ppo_result.json
+
+Writes next to the result file:
+
+  * <result>_layers.png: per approximated layer, its INT8 code histogram on
+    the calibration batches (log scale) with p90, tmax, the breakpoints b1
+    and b2 and the table's levels drawn over it, and the table T(c) against
+    c; the title is the test-set eval line;
+  * <result>_search.png: the search reward of every episode and the best so
+    far.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from agents.evaluate import evaluate_result
+from agents.result import read_result
+from envs.problem import calibration_stats
+from models.cli import add_common_args, resolve_device, run_main
+from models.data import load_cifar10
+from quant.qat import load_teacher
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-path", required=True, help="result file written by agents.search")
+    add_common_args(p)
+    return p
+
+
+def plot_layers(res: dict, stats: dict, title: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    layers = list(res["best"]["config"])
+    fig, axes = plt.subplots(len(layers), 2, figsize=(11, 2.6 * len(layers)), squeeze=False,
+                             gridspec_kw={"width_ratios": [2, 1]})
+    for (hist_ax, table_ax), name in zip(axes, layers):
+        cfg, st = res["best"]["config"][name], stats[name]
+        table = np.asarray(cfg["table"])
+        top = min(255, max(cfg["tmax"] + 20, int(np.nonzero(st.counts)[0].max(initial=0))))
+        codes = np.arange(top + 1)
+        hist_ax.bar(codes, np.maximum(st.counts[: top + 1], 0.5), width=1.0, color="#8fa8c8", log=True)
+        for x, style, label in ((st.p90, ":", f"p90 {st.p90}"), (cfg["tmax"], "-", f"tmax {cfg['tmax']}"),
+                                (cfg["b1"], "--", f"b1 {cfg['b1']}"), (cfg["b2"], "--", f"b2 {cfg['b2']}")):
+            hist_ax.axvline(x, color="black" if label.startswith(("p90", "tmax")) else "#c0392b", ls=style,
+                            lw=1, label=label)
+        levels = np.unique(table[: cfg["tmax"] + 1])
+        hist_ax.plot(levels, np.full(len(levels), 0.7), "v", color="#c0392b", ms=4,
+                     label=f"{len(levels)} levels ({cfg['n1']}+{cfg['n2']}+{cfg['n3']} + 0)")
+        hist_ax.set_title(f"{name} ({res['record_points'].get(name, name)}): code histogram", fontsize=9)
+        hist_ax.set_xlim(-1, top + 1)
+        hist_ax.legend(fontsize=7, ncol=3, loc="upper right")
+        table_ax.step(codes, table[: top + 1], where="mid", color="#c0392b", label="T(c)")
+        table_ax.plot(codes, codes, color="gray", lw=0.8, ls="--", label="identity")
+        table_ax.set_title(f"{name}: table", fontsize=9)
+        table_ax.set_xlabel("code c", fontsize=8)
+        table_ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_search(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rewards = np.asarray(res["reward_history"], dtype=float)
+    episodes = np.arange(1, len(rewards) + 1)
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(episodes, rewards, ".", ms=2, color="#8fa8c8", label="episode reward")
+    ax.plot(episodes, np.maximum.accumulate(rewards), color="#c0392b", label="best so far")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("search reward -(drop + w_att * att)")
+    ax.set_title(f"{res['model']} | {res['algo']} | K={res['levels']} | seed {res['seed']}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def report(config_path, data=None, cache_dir=None, device: str = "auto") -> list[Path]:
+    """Writes the two pictures next to the result file; returns their paths."""
+    path = Path(config_path)
+    res = read_result(path)
+    ev = evaluate_result(path, data=data, cache_dir=cache_dir, device=device, verbose=False)
+    dev = resolve_device(device)
+    qnet = load_teacher(res["teacher"]["path"], res["model"]).to(dev)
+    stats = calibration_stats(qnet, load_cifar10(data, cache_dir), res.get("calib_batches", 10), dev)
+    title = (f"{res['model']} K={res['levels']} {res['algo']}: test Teacher {ev['teacher']:.2f}% | "
+             f"Student {ev['student']:.2f}% | Drop {ev['drop']:.2f}%")
+    out = [path.with_name(f"{path.stem}_layers.png"), path.with_name(f"{path.stem}_search.png")]
+    plot_layers(res, stats, title, out[0])
+    plot_search(res, out[1])
+    return out
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    for p in report(args.config_path, args.data, args.cache_dir, args.device):
+        print(f"[Report] wrote {p}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

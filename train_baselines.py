@@ -34,7 +34,7 @@ from models.data import load_cifar10
 from models.errors import UserError
 from models.metrics import accuracy
 from models.training import make_optimizer, train_epoch
-from quant.finetune import TapStudent
+from quant.finetune import ATTENTION_WEIGHT, KD_TEMPERATURE, KD_WEIGHT, TapStudent
 from quant.qat import DEFAULT_OBSERVER, OBSERVERS, QuantNet, load_teacher
 
 DEFAULT_LR = {"float": 0.05, "qat": 0.001, "student": 0.002}  # chosen on validation (benchmarks/README.md)
@@ -44,9 +44,6 @@ WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.1
 MAX_CROP_PAD = 16  # half the 32-pixel CIFAR-10 image
 CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
-# The student's loss weights, chosen on validation (benchmarks/README.md): attention transfer is
-# there to use, but any weight of it lowered the student's accuracy, so it is off by default.
-KD_TEMPERATURE, KD_WEIGHT, FINETUNE_ATTENTION_WEIGHT = 4.0, 3.0, 0.0
 
 
 def crop_pad(text: str) -> int:
@@ -71,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"temperature of the distillation from the teacher's logits (default {KD_TEMPERATURE})")
             s.add_argument("--kd-weight", type=non_negative_float, default=KD_WEIGHT,
                            help=f"weight of the distillation loss (default {KD_WEIGHT})")
-            s.add_argument("--attention-weight", type=non_negative_float, default=FINETUNE_ATTENTION_WEIGHT,
+            s.add_argument("--attention-weight", type=non_negative_float, default=ATTENTION_WEIGHT,
                            help="weight of the attention-transfer loss at the attention layers (default "
-                                f"{FINETUNE_ATTENTION_WEIGHT}; the search's w_att = 50 lowered validation accuracy)")
+                                f"{ATTENTION_WEIGHT}; the search's w_att = 50 lowered validation accuracy)")
         else:
             s.add_argument("--model", default="lenet5", choices=MODEL_NAMES)
         if stage == "float":

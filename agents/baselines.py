@@ -97,10 +97,14 @@ def episode_info(problem, params: dict[str, TapParams]) -> dict:
     return info
 
 
+def analytic_config(problem) -> dict[str, TapParams]:
+    """analytic_params for every approximated layer of `problem` (envs/problem.TapProblem)."""
+    return {n: analytic_params(problem.stats[n].counts, problem.stats[n].tmax, problem.config.levels)
+            for n in problem.layers}
+
+
 def run_analytic(problem, tracker, seed: int = 0) -> None:
-    params = {n: analytic_params(problem.stats[n].counts, problem.stats[n].tmax, problem.config.levels)
-              for n in problem.layers}
-    tracker.on_episode(episode_info(problem, params), 1)
+    tracker.on_episode(episode_info(problem, analytic_config(problem)), 1)
 
 
 def run_greedy(problem, tracker, seed: int = 0) -> None:
@@ -110,8 +114,7 @@ def run_greedy(problem, tracker, seed: int = 0) -> None:
     moves to the best one if it beats the best reward so far; rounds repeat
     until a whole round improves nothing or the budget is spent.
     """
-    current = {n: analytic_params(problem.stats[n].counts, problem.stats[n].tmax, problem.config.levels)
-               for n in problem.layers}
+    current = analytic_config(problem)
     best = episode_info(problem, current)
     tracker.on_episode(best, 1)
     improved = True

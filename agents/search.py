@@ -111,7 +111,7 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     # Build the problem once here: clear errors (missing teacher, bad data) before any subprocess starts.
     problem = TapProblem(cfg.problem)
     set_random_seed(cfg.seed)
-    env = make_vec_env(cfg, problem)
+    env = None if cfg.algo in BASELINES else make_vec_env(cfg, problem)  # baselines call the scorer directly
     if state:
         print(f"[Search] resuming after episode {state['tracker']['episodes']}", flush=True)
 
@@ -159,7 +159,8 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
         tracker.close()
         raise
     finally:
-        env.close()
+        if env is not None:
+            env.close()
     tracker.close()
     res = result(complete=True)
     write_result(cfg.result_path, res)

@@ -58,9 +58,7 @@ def epoch_seconds(args, result: Path, data) -> tuple[float, float]:
     qat = QuantNet(load_float_model(checkpoint_path(args.out_dir, "lenet5", "float"), "lenet5"))
     calib = data.calibration_indices(1280)
     qat.calibrate(iterate(data.train_x[calib], data.train_y[calib], 128, "cpu"))
-    student = TapStudent(teacher, {n: torch.tensor(c["table"]) for n, c in res["best"]["config"].items()},
-                         train_baselines.KD_TEMPERATURE, train_baselines.KD_WEIGHT,
-                         train_baselines.FINETUNE_ATTENTION_WEIGHT)
+    student = TapStudent(teacher, {n: torch.tensor(c["table"]) for n, c in res["best"]["config"].items()})
     ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     runs = {"qat": (qat, lambda xb, yb: ce(qat(xb), yb)), "student": (student, student.loss)}
     times: dict = {k: [] for k in runs}

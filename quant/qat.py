@@ -207,7 +207,7 @@ def load_teacher(path, model: str, stage: str = "qat") -> QuantNet:
     try:
         qnet.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
-        raise UserError(f"teacher {path} does not fit the {model} INT8 model: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{path} does not fit the {model} INT8 model: {str(e).splitlines()[0]}") from None
     qnet.batchnorm = meta.get("batchnorm", qnet.batchnorm)
     qnet.meta = meta  # what the checkpoint says of itself (a student's result and teacher, ...)
     qnet.observing = False

@@ -11,12 +11,16 @@ The search flags are agents.search's; --seed seeds the teachers too.
 from __future__ import annotations
 
 import argparse
+import os
+import time
 
 import train_baselines
 from agents import search
 from agents.evaluate import evaluate_result
+from agents.report import report
 from agents.result import read_result
 from agents.resume import SearchCheckpoint
+from agents.wandb_run import start_wandb
 from envs.config import ProblemConfig
 from models.checkpoint import checkpoint_path, load_checkpoint
 from models.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int,
@@ -54,12 +58,28 @@ def _search_done(path) -> bool:
         return False
 
 
+def log_eval(args, cfg, test: dict, where: dict) -> None:
+    """With --wandb: the test eval and the report's pictures (agents/report.py) as a run of the pipeline's group."""
+    run_ = start_wandb(args.wandb, f"{cfg.result_path.stem}-eval", {"result": str(cfg.result_path)}, args.out_dir,
+                       args.wandb_project)
+    if run_ is None:
+        return
+    import wandb
+
+    pictures = report(cfg.result_path, **where)
+    run_.log({p.stem: wandb.Image(str(p)) for p in pictures})
+    run_.summary.update({f"test_{k}": v for k, v in test.items()})
+    run_.finish()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(search.SearchConfig, args, problem=config_from_args(ProblemConfig, args))
     common = dict(model=args.model, seed=args.seed, data=args.data, cache_dir=args.cache_dir, out_dir=args.out_dir,
                   device=args.device, no_progress=args.no_progress, wandb=args.wandb, wandb_project=args.wandb_project)
 
+    if args.wandb != "disabled":  # one W&B group for this pipeline's runs (wandb.init reads it)
+        os.environ.setdefault("WANDB_RUN_GROUP", f"pipeline-{args.model}-K{args.levels}-{time.strftime('%Y%m%d-%H%M%S')}")
     for stage, epochs in (("float", args.epochs), ("qat", args.qat_epochs)):
         path = checkpoint_path(args.out_dir, args.model, stage)
         state = _stage_state(path, args.model, stage)
@@ -73,7 +93,8 @@ def main(argv=None) -> int:
     else:
         search.run(cfg, resume=SearchCheckpoint(cfg.result_path).exists())
     where = dict(model=args.model, data=args.data, cache_dir=args.cache_dir, device=args.device)
-    evaluate_result(cfg.result_path, **where)
+    test = evaluate_result(cfg.result_path, **where)
+    log_eval(args, cfg, test, where)
     if args.finetune_epochs:
         student = checkpoint_path(args.out_dir, args.model, "student", cfg.result_path.stem)
         state = _stage_state(student, args.model, "student")

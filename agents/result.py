@@ -21,7 +21,8 @@ def result_path(out_dir: str | os.PathLike, result_file: str) -> Path:
 
 
 def build_result(problem, *, algo: str, seed: int, options: dict, episodes_requested: int, best: dict | None,
-                 rewards: list, complete: bool, seconds: float) -> dict:
+                 rewards: list, complete: bool, seconds: float, top: list = (), improvements: list = (),
+                 selection: dict | None = None) -> dict:
     """The result file's content for a search on `problem` (envs/problem.TapProblem)."""
     cfg, layers = problem.config, problem.layers
     return {
@@ -34,6 +35,7 @@ def build_result(problem, *, algo: str, seed: int, options: dict, episodes_reque
         "search_split": {"source": "validation split of the training set (models/data.py, fixed seed)",
                          "size": cfg.search_size, "data_hash": problem.data_hash},
         "calib_batches": cfg.calib_batches,
+        "anchor": cfg.anchor,
         "backend": problem.kernels.name,
         "tmax": {n: problem.stats[n].tmax for n in layers},
         "p90": {n: problem.stats[n].p90 for n in layers},
@@ -41,7 +43,10 @@ def build_result(problem, *, algo: str, seed: int, options: dict, episodes_reque
         "episodes": len(rewards), "episodes_requested": episodes_requested,
         "seconds": round(seconds, 2),
         "best": best,
+        "selection": selection,  # how `best` was confirmed on held-out images (agents/selection.py), or None
         "reward_history": rewards,
+        "top": list(top),  # the best distinct configurations (parameters only), best first
+        "improvements": list(improvements),  # each new best: episode, reward, drop, parameters
     }
 
 

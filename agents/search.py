@@ -22,12 +22,14 @@ from agents.algos import ALGOS, algo_class, hyperparams
 from agents.baselines import BASELINES
 from agents.result import build_result, result_path, write_result
 from agents.resume import CHECKPOINT_EVERY, SearchCheckpoint
+from agents.selection import Selection, confirm
 from agents.tracker import SearchTracker, TrackerCallback
 from agents.wandb_run import WANDB_MODES, start_wandb
 from envs import ENV_IDS
 from envs.config import ProblemConfig
 from envs.problem import TapProblem
-from models.cli import add_common_args, add_config_args, config_from_args, option, positive_int, run_main
+from models.cli import (add_common_args, add_config_args, config_from_args, non_negative_int, option,
+                        positive_int, run_main)
 from models.errors import UserError
 
 
@@ -43,6 +45,10 @@ class SearchConfig:
     seed: int = option(0, "seed of the learner (or of the random search)", type=int)
     hyperparams: str | None = option(None, "RL Zoo-style YAML overriding the learner's defaults (agents/algos.py)")
     n_envs: int = option(1, "parallel envs (subprocesses when > 1)", type=positive_int)
+    select_size: int | None = option(
+        None, "with the analytic anchor: training images (never scored by the search, never the test set) on which "
+              "the search's best few configurations must beat the anchor to be chosen (agents/selection.py); "
+              "None: up to 20,000; 0: keep the search split's best, the guide's choice", type=non_negative_int)
     result_file: str | None = option(None, "result file name under <out-dir>/tri_ppo_int_codes/; "
                                            "None means <model>_<algo>_result.json")
     wandb: str = option("disabled", "Weights & Biases: offline needs no account or network", choices=WANDB_MODES)
@@ -101,6 +107,19 @@ def make_vec_env(cfg: SearchConfig, problem: TapProblem):
     return env
 
 
+def log_best(run_, problem: TapProblem, best: dict) -> None:
+    """The best configuration as a W&B table, each layer's code histogram, and the best scores in the summary."""
+    import wandb
+
+    cols = ["layer", "tmax", "b1", "b2", "n1", "n2", "n3", "K", "exact"]
+    table = wandb.Table(columns=cols, data=[[n] + [c[k] for k in cols[1:]] for n, c in best["config"].items()])
+    hists = {f"codes/{n}": wandb.Histogram(np_histogram=(problem.stats[n].counts.astype(float),
+                                                         np.arange(257, dtype=float)))
+             for n in problem.layers}
+    run_.log({"best_config": table, **hists})
+    run_.summary.update({f"best_{k}": best[k] for k in ("reward", "drop", "att", "kl", "acc_student")})
+
+
 def run(cfg: SearchConfig, resume: bool = False) -> dict:
     """Runs the search; writes and returns its result (agents/result.py)."""
     from stable_baselines3.common.utils import set_random_seed
@@ -110,6 +129,9 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     state = ckpt.load_state(cfg.resume_options()) if resume else None
     # Build the problem once here: clear errors (missing teacher, bad data) before any subprocess starts.
     problem = TapProblem(cfg.problem)
+    # The held-out check of the final choice: built now, so a bad --select-size fails before the search.
+    confirming = cfg.problem.anchor != "none" and cfg.select_size != 0 and cfg.algo != "analytic"
+    selection_images = Selection(problem, cfg.select_size) if confirming else None
     set_random_seed(cfg.seed)
     env = None if cfg.algo in BASELINES else make_vec_env(cfg, problem)  # baselines call the scorer directly
     if state:
@@ -118,17 +140,20 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     options = {k: str(v) for k, v in params.items()}
     run_ = start_wandb(cfg.wandb, cfg.result_path.stem, {**cfg.resume_options(), "hyperparams": options},
                        cfg.problem.out_dir, cfg.wandb_project, sync_tensorboard=True)
-    logger = make_logger(Path(cfg.problem.out_dir) / "tb" / cfg.result_path.stem)
+    # One TensorBoard directory per invocation, so a rerun never mixes its curves into an earlier run's.
+    logger = make_logger(Path(cfg.problem.out_dir) / "tb" / cfg.result_path.stem / time.strftime("run-%Y%m%d-%H%M%S"))
     t = state["tracker"] if state else {}
     tracker = SearchTracker(cfg.episodes, logger, show_progress=not cfg.no_progress, done=t.get("episodes", 0),
-                            best=t.get("best"), rewards=t.get("rewards"), checkpoint_every=CHECKPOINT_EVERY)
+                            best=t.get("best"), rewards=t.get("rewards"), checkpoint_every=CHECKPOINT_EVERY,
+                            top=t.get("top"), improvements=t.get("improvements"))
     t0 = time.perf_counter() - (state["seconds"] if state else 0.0)
     learner = None
 
-    def result(complete: bool) -> dict:
-        return build_result(problem, algo=cfg.algo, seed=cfg.seed, options=options,
-                            episodes_requested=cfg.episodes, best=tracker.best, rewards=tracker.rewards,
-                            complete=complete, seconds=time.perf_counter() - t0)
+    def result(complete: bool, best: dict | None = None, selection: dict | None = None) -> dict:
+        return build_result(problem, algo=cfg.algo, seed=cfg.seed, options=options, episodes_requested=cfg.episodes,
+                            best=best or tracker.best, selection=selection, rewards=tracker.rewards,
+                            top=tracker.top, improvements=tracker.improvements, complete=complete,
+                            seconds=time.perf_counter() - t0)
 
     def checkpoint() -> None:
         if tracker.best is None:
@@ -162,14 +187,19 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
         if env is not None:
             env.close()
     tracker.close()
-    res = result(complete=True)
+    best, selection = tracker.best, None
+    if selection_images is not None:
+        best, selection = confirm(problem, tracker.top, selection_images)
+        print(f"[Search] confirmed on {selection['images']} held-out training images: {selection['chosen']} "
+              f"(the search split's best: drop {selection['search_best']['drop']:.2f})", flush=True)
+    res = result(complete=True, best=best, selection=selection)
     write_result(cfg.result_path, res)
     ckpt.remove()
     logger.close()
     if run_ is not None:
-        run_.summary.update({"best_reward": tracker.best["reward"], "best_drop": tracker.best["drop"]})
+        log_best(run_, problem, best)
         run_.finish()
-    b = tracker.best
+    b = best
     print(f"[Search] wrote {cfg.result_path}", flush=True)
     print(f"[Search] {cfg.algo} | Episodes {tracker.episodes} | {res['seconds']:.1f}s | "
           f"search split: Teacher {b['acc_teacher']:.2f}% | Student {b['acc_student']:.2f}% | "

@@ -12,9 +12,21 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
 
+TOP_N = 20  # distinct configurations kept, best first: what the search-quality benchmark re-scores
+
+
+def _params_only(config: dict) -> dict:
+    """A config's per-layer parameters without the 256-entry tables (they rebuild from the parameters)."""
+    return {n: {k: v for k, v in c.items() if k != "table"} for n, c in config.items()}
+
+
 class SearchTracker:
+    """The search's memory: best so far, every reward, the TOP_N best distinct configurations and each
+    improvement of the best (episode, reward, parameters)."""
+
     def __init__(self, episodes: int, logger=None, show_progress: bool = True, done: int = 0,
-                 best: dict | None = None, rewards: list | None = None, checkpoint_every: int = 100):
+                 best: dict | None = None, rewards: list | None = None, checkpoint_every: int = 100,
+                 top: list | None = None, improvements: list | None = None):
         self.episodes_target = episodes
         # Called every `checkpoint_every` finished episodes, whichever learner runs
         # (set by the search once its checkpoint function exists).
@@ -23,6 +35,8 @@ class SearchTracker:
         self.episodes = done
         self.best = best  # the best episode's summary (reward terms + config)
         self.rewards = list(rewards or [])
+        self.top = list(top or [])
+        self.improvements = list(improvements or [])
         self.logger = logger  # an SB3 Logger (TensorBoard, and W&B through sync_tensorboard)
         self.bar = tqdm(total=episodes, initial=done, desc="[Search]", unit="ep", disable=not show_progress)
 
@@ -31,12 +45,15 @@ class SearchTracker:
         self.rewards.append(float(info["reward"]))
         if self.best is None or info["reward"] > self.best["reward"]:
             self.best = {k: info[k] for k in ("reward", "acc_teacher", "acc_student", "drop", "att",
-                                              "att_per_layer")}
+                                              "att_per_layer", "kl")}
             self.best["episode"] = self.episodes
             self.best["config"] = {n: {k: (np.asarray(v).tolist() if k == "table" else v) for k, v in c.items()}
                                    for n, c in info["config"].items()}
+            self.improvements.append({"episode": self.episodes, "reward": self.best["reward"],
+                                      "drop": self.best["drop"], "params": _params_only(info["config"])})
+        self._keep_top(info)
         if self.logger is not None:
-            for key in ("reward", "drop", "att", "acc_student"):
+            for key in ("reward", "drop", "att", "kl", "acc_student"):
                 self.logger.record(f"episode/{key}", float(info[key]))
             self.logger.record("episode/best_reward", float(self.best["reward"]))
             self.logger.record("episode/best_drop", float(self.best["drop"]))
@@ -46,6 +63,14 @@ class SearchTracker:
         self.bar.update(1)
         if self.on_checkpoint is not None and self.episodes % self.checkpoint_every == 0:
             self.on_checkpoint()
+
+    def _keep_top(self, info: dict) -> None:
+        entry = {"reward": float(info["reward"]), "drop": float(info["drop"]), "att": float(info["att"]),
+                 "kl": float(info["kl"]), "episode": self.episodes, "params": _params_only(info["config"])}
+        if any(t["params"] == entry["params"] for t in self.top):
+            return  # the memo scores a configuration the same every time
+        if len(self.top) < TOP_N or entry["reward"] > self.top[-1]["reward"]:
+            self.top = sorted(self.top + [entry], key=lambda t: -t["reward"])[:TOP_N]
 
     def update(self, infos, dones, step: int) -> None:
         for info, done in zip(infos, dones):
@@ -57,7 +82,8 @@ class SearchTracker:
         return self.episodes >= self.episodes_target
 
     def state(self) -> dict:
-        return {"episodes": self.episodes, "best": self.best, "rewards": self.rewards}
+        return {"episodes": self.episodes, "best": self.best, "rewards": self.rewards, "top": self.top,
+                "improvements": self.improvements}
 
     def close(self) -> None:
         self.bar.close()

@@ -1,95 +1,208 @@
-"""RL versus random search, and the effect of the budget K, on the LeNet-5 teacher.
+"""Does the search beat the baselines on the test set? The evidence for issue #10, one command.
 
-    python benchmarks/search_quality.py [--data PATH] [--out-dir outputs] [--episodes 1000]
+    python benchmarks/search_quality.py        # sweeps/search_quality.yaml + search_quality_guide.yaml
+    python benchmarks/search_quality.py sweeps/other.yaml --out-dir outputs
 
-For K = 16 it runs PPO and uniform random search for each seed and reports
-the best search-split reward (mean and standard deviation over seeds) and
-the test-set drop of PPO's best configuration; for each K in --levels it
-reports PPO's test-set drop. One `name: value unit` line per figure, and a
-markdown table at the end for benchmarks/README.md.
+Runs every trial of the sweep files one after another with agents.search
+(so each wall time is one search alone on the machine; a finished result is
+reused, so rerunning after Ctrl-C loses nothing), then, on the test set:
+
+  * per (K, algo): the chosen configuration's test drop, mean and sd over
+    seeds, and the search's wall time;
+  * the paired difference to `analytic` (algo minus analytic, in points;
+    < 0 = better than analytic), with a 95 % bootstrap interval that
+    resamples both the seeds and the 10,000 test images (same images for
+    both);
+  * generalisation: per search, Spearman's rank correlation between the
+    search loss (-reward) and the test drop over its 20 best distinct
+    configurations, and the search-to-test gap of the chosen one;
+  * a PNG per K of the best-so-far test drop and search reward against
+    episodes, one curve per algo (mean over seeds).
+
+Prints a markdown table for benchmarks/README.md and writes the PNG to
+--png. The test set is only measured here, never used to choose anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import search  # noqa: E402
-from agents.evaluate import evaluate_result  # noqa: E402
-from agents.result import result_path  # noqa: E402
+from agents.compare import plot_curves  # noqa: E402
+from agents.result import read_result  # noqa: E402
+from agents.sweep import SweepSpec, parse_search, trial_result_file  # noqa: E402
+from envs.problem import TapProblem  # noqa: E402
+from envs.student import StudentRunner  # noqa: E402
+from models.batching import iterate  # noqa: E402
 from models.cli import run_main  # noqa: E402
-from models.data import default_data_path  # noqa: E402
+from models.data import load_cifar10  # noqa: E402
+from models.errors import UserError  # noqa: E402
+from quant.tap import TapParams, build_table, identity_table  # noqa: E402
+
+BOOTSTRAP = 4000
 
 
-def run(args, algo: str, seed: int, levels: int) -> dict:
-    name = f"bench_{algo}_k{levels}_s{seed}.json"
-    rc = run_main(search.main, ["--algo", algo, "--seed", str(seed), "--levels", str(levels), "--episodes",
-                                str(args.episodes), "--out-dir", args.out_dir, "--data", args.data,
-                                "--result-file", name, "--no-progress"])
-    if rc != 0:
-        raise SystemExit(rc)
-    path = result_path(args.out_dir, name)
-    res = json.loads(path.read_text())
-    test = evaluate_result(path, data=args.data, verbose=False)
-    return {"reward": res["best"]["reward"], "search_drop": res["best"]["drop"], "att": res["best"]["att"],
-            "test_drop": test["drop"], "teacher": test["teacher"], "student": test["student"],
-            "seconds": res["seconds"]}
+class TestSet:
+    """The student's per-image correctness on the test set, from the teacher's cached codes."""
+
+    def __init__(self, problem: TapProblem, data):
+        x, self.y = data.test_x, data.test_y
+        rec: dict = {}
+        with torch.no_grad():
+            problem.qnet(next(iterate(x, self.y, len(x), problem.torch_device))[0], record=rec)
+        self.runner = StudentRunner(problem.qnet, problem.kernels, problem.layers, problem.attention_layers, rec,
+                                    problem.torch_device)
+        self.layers = problem.layers
+        self.teacher = self.correct({n: identity_table() for n in self.layers})
+
+    @torch.no_grad()
+    def correct(self, tables: dict) -> np.ndarray:
+        hits = [(logits.argmax(1) == self.y[lo:hi]).cpu().numpy()
+                for lo, hi, logits, _ in self.runner.chunks(self.runner.device_tables(tables))]
+        return np.concatenate(hits)
+
+    def of_params(self, params: dict) -> np.ndarray:
+        return self.correct({n: build_table(TapParams(**p)) for n, p in params.items()})
+
+    def drop(self, correct: np.ndarray) -> float:
+        return 100.0 * (self.teacher.mean() - correct.mean())
 
 
-def mean_sd(xs):
-    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+def spearman(a, b) -> float:
+    def ranks(v):
+        v = np.asarray(v, dtype=float)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for x in np.unique(v):  # average ranks over ties
+            r[v == x] = r[v == x].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def main() -> None:
+def paired_ci(algo_correct: np.ndarray, base_correct: np.ndarray, rng) -> tuple[float, float, float]:
+    """Mean over seeds of (drop_algo - drop_base) in points, with a 95 % bootstrap over seeds and images.
+
+    algo_correct: (seeds, images) booleans; base_correct: (images,) or (seeds, images).
+    """
+    a = algo_correct.astype(np.float64)
+    b = np.broadcast_to(base_correct, a.shape).astype(np.float64)
+    diff = 100.0 * (b - a)  # per seed and image: base correct, algo not -> +1 (algo worse)
+    n_seeds, n = diff.shape
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=BOOTSTRAP).T / n  # (images, reps)
+    per_seed = diff @ weights  # (seeds, reps)
+    pick = rng.integers(0, n_seeds, size=(BOOTSTRAP, n_seeds))
+    reps = per_seed[pick, np.arange(BOOTSTRAP)[:, None]].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))
+
+
+def best_so_far_test(res: dict, test: TestSet, episodes: int) -> np.ndarray:
+    """The test drop of the best configuration so far, at every episode."""
+    curve = np.full(episodes, np.nan)
+    for imp in res["improvements"]:
+        curve[imp["episode"] - 1] = test.drop(test.of_params(imp["params"]))
+    last = np.nan
+    for i in range(episodes):  # carry each best forward
+        last = curve[i] if not np.isnan(curve[i]) else last
+        curve[i] = last
+    return curve
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=default_data_path())
+    sweeps = Path(__file__).resolve().parents[1] / "sweeps"
+    p.add_argument("sweep_files", nargs="*", default=[str(sweeps / "search_quality.yaml"),
+                                                      str(sweeps / "search_quality_guide.yaml")])
+    p.add_argument("--data", default=None)
+    p.add_argument("--cache-dir", default=None)
     p.add_argument("--out-dir", default="outputs")
-    p.add_argument("--episodes", type=int, default=1000)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--levels", type=int, nargs="+", default=[4, 8, 16])
-    args = p.parse_args()
+    p.add_argument("--png", default="benchmarks/img/search_quality.png")
+    p.add_argument("--json", default=None, help="also write every number here")
+    args = p.parse_args(argv)
+    common = {"data": args.data, "cache_dir": args.cache_dir, "out_dir": args.out_dir, "device": "cpu"}
+    specs = [SweepSpec(f, common) for f in args.sweep_files]  # every file checked before any search
+    if any(s.sample for s in specs):
+        raise UserError("the benchmark runs grids only; drop the 'sample' sections")
 
-    # Reference point: tables exact below tmax that only saturate above it (the
-    # best any K can do under the tmax = p90 + 10 rule).
-    import numpy as np
-    from envs.problem import TapProblem
-    prob = TapProblem(out_dir=args.out_dir, data=args.data)
-    sat = prob.score({n: np.minimum(np.arange(256), prob.stats[n].tmax).astype(np.uint8) for n in prob.layers})
-    print(f"saturation_only: reward {sat.reward:.3f} | search drop {sat.drop:.2f} pt | att {sat.att:.4f}", flush=True)
-    del prob
+    runs = []
+    for spec in specs:
+        for i, point in enumerate(spec.points(), 1):
+            cfg = parse_search({**spec.options, **point, "result_file": trial_result_file(common, spec.name, point),
+                                "no_progress": True}, common, "trial")
+            try:
+                done = read_result(cfg.result_path).get("complete", False)
+            except UserError:
+                done = False
+            if not done:
+                print(f"[{spec.name} {i}/{spec.n_trials}] {point}", flush=True)
+                search.run(cfg)
+            runs.append((point, cfg))
 
-    rows = {}
-    for levels in sorted(set(args.levels) | {16}):
-        for algo in (["ppo", "random"] if levels == 16 else ["ppo"]):
-            for seed in args.seeds:
-                r = run(args, algo, seed, levels)
-                rows.setdefault((algo, levels), []).append(r)
-                print(f"run_{algo}_k{levels}_seed{seed}: reward {r['reward']:.3f} | search drop "
-                      f"{r['search_drop']:.2f} pt | att {r['att']:.4f} | test drop {r['test_drop']:.2f} pt | "
-                      f"{r['seconds']:.0f} s", flush=True)
+    data = load_cifar10(args.data, args.cache_dir)
+    rng = np.random.default_rng(0)
+    table, curves_test, curves_search, numbers = [], {}, {}, []
+    for levels in sorted({cfg.problem.levels for _, cfg in runs}):
+        at_k = [(pt, cfg) for pt, cfg in runs if cfg.problem.levels == levels]
+        test = TestSet(TapProblem(at_k[0][1].problem), data)
+        by_algo: dict[str, list] = {}
+        for pt, cfg in at_k:
+            res = json.loads(cfg.result_path.read_text())
+            chosen = test.of_params({n: {k: v for k, v in c.items() if k != "table"}
+                                     for n, c in res["best"]["config"].items()})
+            top_test = [test.drop(test.of_params(t["params"])) for t in res["top"]]
+            row = {"levels": levels, "algo": cfg.algo, "seed": cfg.seed, "anchor": cfg.problem.anchor,
+                   "test_drop": test.drop(chosen), "search_drop": res["best"]["drop"],
+                   "search_reward": res["best"]["reward"], "seconds": res["seconds"],
+                   "rho_top20": spearman([-t["reward"] for t in res["top"]], top_test),
+                   "correct": chosen}
+            row["gap"] = row["test_drop"] - row["search_drop"]
+            label = cfg.algo if cfg.problem.anchor == "analytic" or cfg.algo in ("analytic", "greedy") \
+                else f"{cfg.algo} (anchor none)"
+            by_algo.setdefault(label, []).append(row)
+            curves_test.setdefault(f"K = {levels}: test drop", {}).setdefault(label, []).append(
+                best_so_far_test(res, test, res["episodes"]))
+            curves_search.setdefault(f"K = {levels}: search reward", {}).setdefault(label, []).append(
+                np.maximum.accumulate(res["reward_history"]))
+        base = np.stack([r["correct"] for r in by_algo["analytic"]])[0]
+        for label, rows in by_algo.items():
+            d = np.array([r["test_drop"] for r in rows])
+            diff, lo, hi = paired_ci(np.stack([r["correct"] for r in rows]), base, rng)
+            rho = np.array([r["rho_top20"] for r in rows], dtype=float)
+            entry = {"levels": levels, "algo": label, "seeds": len(rows), "test_drop_mean": float(d.mean()),
+                     "test_drop_sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+                     "vs_analytic": diff, "ci_low": lo, "ci_high": hi,
+                     "rho_top20": float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan"),
+                     "gap": float(np.mean([r["gap"] for r in rows])),
+                     "search_drop": float(np.mean([r["search_drop"] for r in rows])),
+                     "seconds": float(np.mean([r["seconds"] for r in rows]))}
+            table.append(entry)
+            numbers.extend({k: v for k, v in r.items() if k != "correct"} for r in rows)
 
-    print()
-    print("| algo | K | best search reward (mean ± sd) | search drop (pt) | test drop (pt, mean ± sd) | student test acc | s/run |")
-    print("|---|---|---|---|---|---|---|")
-    for (algo, levels), rs in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        rw, rws = mean_sd([r["reward"] for r in rs])
-        sd, _ = mean_sd([r["search_drop"] for r in rs])
-        td, tds = mean_sd([r["test_drop"] for r in rs])
-        st, _ = mean_sd([r["student"] for r in rs])
-        secs, _ = mean_sd([r["seconds"] for r in rs])
-        print(f"| {algo} | {levels} | {rw:.3f} ± {rws:.3f} | {sd:.2f} | {td:.2f} ± {tds:.2f} | {st:.2f} % | {secs:.0f} |")
-        print(f"{algo}_k{levels}_best_reward_mean: {rw:.3f}")
-        print(f"{algo}_k{levels}_test_drop_mean: {td:.2f} pt")
-    if ("ppo", 16) in rows and ("random", 16) in rows:
-        gap = (statistics.mean(r["reward"] for r in rows[("ppo", 16)])
-               - statistics.mean(r["reward"] for r in rows[("random", 16)]))
-        print(f"ppo_minus_random_reward_k16: {gap:.3f}")
+    print("\n| K | algo | seeds | test drop (pt) | vs analytic [95 % CI] | rho top-20 | search drop | gap | time |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for e in table:
+        print(f"| {e['levels']} | {e['algo']} | {e['seeds']} | {e['test_drop_mean']:.2f} ± {e['test_drop_sd']:.2f} | "
+              f"{e['vs_analytic']:+.2f} [{e['ci_low']:+.2f}, {e['ci_high']:+.2f}] | {e['rho_top20']:.2f} | "
+              f"{e['search_drop']:.2f} | {e['gap']:+.2f} | {e['seconds']:.1f} s |")
+    png = Path(args.png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot_curves({**curves_test, **curves_search}, png, "best so far", columns=len(curves_test))
+    print(f"\nwrote {png}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"table": table, "runs": numbers}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main))

@@ -19,6 +19,7 @@ from models.cli import non_negative_float, option, positive_int
 from models.errors import UserError
 
 BACKENDS = ("auto", "int8", "float")
+ANCHORS = ("analytic", "none")
 
 
 def layer_list(text: str) -> tuple[str, ...]:
@@ -37,9 +38,15 @@ class ProblemConfig:
     teacher: str | None = option(None, "INT8 teacher checkpoint; None means <out-dir>/<model>_qat_preconvert.pth")
     levels: int = option(16, "TAP budget K, 4..256, code 0 included (16 = 4 bits)", type=positive_int)
     attention_weight: float = option(50.0, "w_att in reward = -(drop + w_att * att)", type=non_negative_float)
+    kl_weight: float = option(0.0, "w_kl in reward = -(drop + w_att * att + w_kl * kl), kl = the mean "
+                              "KL(teacher || student) of the logits in nats; 0 is the guide's reward",
+                              type=non_negative_float)
     layers: tuple[str, ...] | None = option(
         None, "layers to approximate, comma-separated, e.g. conv1,conv2; None means every quantized layer",
         type=layer_list)
+    anchor: str = option("analytic", "what an action of zeros decodes to: analytic (each layer's TAP of least "
+                         "squared code error, quant/analytic.py; actions are corrections around it) or none (the "
+                         "guide's absolute decoding, docs/tap.md section 4)", choices=ANCHORS)
     search_size: int = option(5000, "search-split images: the first N of the validation split, never the test set",
                               type=positive_int)
     calib_batches: int = option(10, "training batches of 128 images for histograms, p90 and tmax", type=positive_int)
@@ -58,8 +65,10 @@ class ProblemConfig:
             raise UserError(f"levels K must be in 4..256 (one zero level plus one per segment), got {self.levels}")
         if self.search_size <= 0 or self.calib_batches <= 0:
             raise UserError("search size and calibration batches must be positive")
-        if not self.attention_weight >= 0:
-            raise UserError(f"attention weight must be >= 0, got {self.attention_weight}")
+        if not self.attention_weight >= 0 or not self.kl_weight >= 0:
+            raise UserError(f"attention and KL weights must be >= 0, got {self.attention_weight}, {self.kl_weight}")
+        if self.anchor not in ANCHORS:
+            raise UserError(f"anchor must be analytic or none, got {self.anchor!r}")
         if self.backend not in BACKENDS:
             raise UserError(f"backend must be auto, int8 or float, got {self.backend!r}")
         all_layers = quant_layer_names(self.model)

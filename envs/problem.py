@@ -10,6 +10,8 @@ actions often decode to the same tables.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import torch
 
@@ -22,13 +24,17 @@ from models.cli import resolve_device
 from models.batching import iterate
 from models.data import load_cifar10
 from models.errors import UserError
+from quant.analytic import analytic_params
 from quant.attention import unit
 from quant.histogram import CodeStats, code_histogram, stats_from_counts
 from quant.kernels import stage_kernels
 from quant.qat import load_teacher
-from quant.tap import identity_table
+from quant.tap import TapParams, decode_action, encode_action, identity_table
 
 CALIB_BATCH_SIZE = 128
+# With the analytic anchor an action a decodes as anchor + CORRECTION * a (clipped to [-1, 1]), so
+# a = 0 is the analytic TAP and |a| = 1 moves each decoded number by half its range.
+CORRECTION = 0.5
 MEMO_LIMIT = 200_000
 
 
@@ -89,13 +95,34 @@ class TapProblem:
         # The teacher's hits and attention maps from the scorer's own arithmetic with
         # identity tables, so that identity tables score a drop and att of exactly 0
         # (the layout and chunking change float rounding in the last bit).
-        self.teacher_hits, maps = 0, {}
+        self.teacher_hits, maps, logp = 0, {}, []
         for lo, hi, logits, energies in self.runner.chunks(self.runner.device_tables(
                 {n: identity_table() for n in self.layers})):
             self.teacher_hits += int((logits.argmax(1) == self.labels[lo:hi]).sum().item())
+            logp.append(torch.log_softmax(logits.float(), 1))
             for n, e in energies.items():
                 maps.setdefault(n, []).append(unit(e))
         self.teacher_maps = {n: torch.cat(m) for n, m in maps.items()}
+        self.teacher_logp = torch.cat(logp)
+
+    @cached_property
+    def analytic(self) -> dict[str, TapParams]:
+        """Each approximated layer's TAP of least histogram-weighted squared code error (quant/analytic.py)."""
+        return {n: analytic_params(self.stats[n].counts, self.stats[n].tmax, self.config.levels) for n in self.layers}
+
+    @cached_property
+    def anchor_actions(self) -> dict[str, np.ndarray] | None:
+        """The action each layer's corrections are added to (config.anchor); None for the absolute decoding."""
+        if self.config.anchor == "none":
+            return None
+        return {n: encode_action(p) for n, p in self.analytic.items()}
+
+    def decode(self, layer: str, action) -> TapParams:
+        """An agent's 4 numbers in [-1, 1] for `layer` -> its TAP, around the anchor when there is one."""
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if self.anchor_actions is not None and len(a) == 4:
+            a = np.clip(self.anchor_actions[layer] + CORRECTION * np.clip(a, -1.0, 1.0), -1.0, 1.0)
+        return decode_action(a, self.stats[layer].tmax, self.config.levels)
 
     @property
     def acc_teacher(self) -> float:
@@ -116,4 +143,4 @@ class TapProblem:
         """Runs the student with `tables` and scores it, whatever the memo holds."""
         chunks = self.runner.chunks(self.runner.device_tables(tables))
         return score_student(chunks, self.labels, self.teacher_hits, self.teacher_maps, self.attention_layers,
-                             self.config.attention_weight)
+                             self.config.attention_weight, self.teacher_logp, self.config.kl_weight)

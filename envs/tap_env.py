@@ -8,7 +8,7 @@ from gymnasium import spaces
 
 from envs.config import ProblemConfig
 from envs.problem import TapProblem
-from quant.tap import TapParams, build_table, decode_action
+from quant.tap import TapParams, build_table
 
 HIST_BINS = 16
 CODE_STATS = 5  # tmax, p90, zero fraction, saturation fraction, mean code
@@ -45,6 +45,11 @@ class TapQuantEnv(gym.Env):
     decodes to a valid TAP by construction (quant/tap.py, docs/tap.md):
     a0 -> breakpoint b1 in 1..tmax-2, a1 -> b2 in b1+1..tmax-1, a2 -> n1
     levels in the first segment, a3 -> n2 in the second, n3 = K - 1 - n1 - n2.
+    With `anchor="analytic"` (the default) the action is a correction: the
+    numbers decoded are `clip(a* + 0.5 * a, -1, 1)`, where a* encodes the
+    layer's analytic TAP (least histogram-weighted squared code error,
+    quant/analytic.py), so zeros decode to the analytic tables. With
+    `anchor="none"` the numbers are the action itself, as in the guide.
 
     ## Observation Space
 
@@ -86,10 +91,12 @@ class TapQuantEnv(gym.Env):
     ## Rewards
 
     0 after every step but the last; after the last,
-    `-(drop + attention_weight * att)` on the search split: `drop` is the
-    teacher's accuracy minus the student's in percentage points, `att` the
-    mean attention-transfer distance at the attention layers (LeNet-5: conv2,
-    fc1). Identity tables score exactly 0.
+    `-(drop + attention_weight * att + kl_weight * kl)` on the search split:
+    `drop` is the teacher's accuracy minus the student's in percentage
+    points, `att` the mean attention-transfer distance at the attention
+    layers (LeNet-5: conv2, fc1), `kl` the mean KL(teacher || student) of
+    the logits. `kl_weight=0` (the default) is the guide's reward. Identity
+    tables score exactly 0.
 
     ## Starting State
 
@@ -106,7 +113,7 @@ class TapQuantEnv(gym.Env):
 
     `info` holds the layer decided and its decoded parameters at every step;
     at the last, also `acc_teacher`, `acc_student`, `drop`, `att`,
-    `att_per_layer`, `reward` and `config` (per layer: parameters and table).
+    `att_per_layer`, `kl`, `reward` and `config` (per layer: parameters and table).
 
     ## Arguments
 
@@ -122,7 +129,9 @@ class TapQuantEnv(gym.Env):
     | `teacher`          | `None`      | INT8 teacher checkpoint; `None`: `<out_dir>/<model>_qat_preconvert.pth` |
     | `levels`           | `16`        | TAP budget K (4..256), code 0 included |
     | `attention_weight` | `50.0`      | w_att in the reward |
+    | `kl_weight`        | `0.0`       | w_kl in the reward (0: the guide's reward) |
     | `layers`           | `None`      | layers to approximate; `None`: every quantized layer |
+    | `anchor`           | `"analytic"` | what zeros decode to: `"analytic"` tables, or `"none"` (the guide's decoding) |
     | `search_size`      | `5000`      | search-split images (the first of the validation split) |
     | `calib_batches`    | `10`        | training batches of 128 for histograms, p90, tmax |
     | `backend`          | `"auto"`    | student kernels: `"int8"` (oneDNN, x86 CPU), `"float"`, `"auto"` |
@@ -176,7 +185,7 @@ class TapQuantEnv(gym.Env):
         if self._t >= len(self.layers):
             raise RuntimeError("step() called after the episode ended; call reset()")
         name = self.layers[self._t]
-        params = decode_action(action, self.problem.stats[name].tmax, self.levels)
+        params = self.problem.decode(name, action)
         self._params.append(params)
         info = {"layer": name, "params": params.as_dict()}
         self._t += 1

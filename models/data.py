@@ -66,12 +66,20 @@ class Cifar10:
         val_idx = val_idx[torch.randperm(len(val_idx), generator=g)]
         return train_idx.sort().values, val_idx
 
-    def calibration_indices(self, n: int) -> torch.Tensor:
-        """`n` training-split images in a fixed, class-mixed order (the files are
-        stored class by class, so a plain prefix would be all airplanes)."""
+    def _train_order(self) -> torch.Tensor:
+        """The training split in a fixed, class-mixed order (the files are stored
+        class by class, so a plain prefix would be all airplanes)."""
         train_idx, _ = self.split()
-        order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(SPLIT_SEED + 1))
-        return train_idx[order[:n]]
+        return train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(SPLIT_SEED + 1))]
+
+    def calibration_indices(self, n: int) -> torch.Tensor:
+        """The first `n` training-split images of the fixed order: histograms, p90, tmax."""
+        return self._train_order()[:n]
+
+    def selection_indices(self, n: int) -> torch.Tensor:
+        """The last `n` training-split images of the same order, disjoint from the calibration
+        images while n + calibration images <= 45,000: where a search confirms its choice."""
+        return self._train_order()[-n:] if n else self._train_order()[:0]
 
 
 def default_data_path() -> str:

@@ -71,6 +71,18 @@ def decode_action(action, tmax: int, levels: int = 16) -> TapParams:
     return TapParams(tmax, b1, b2, n1, n2, n3, levels, exact)
 
 
+def encode_action(p: TapParams) -> np.ndarray:
+    """An action that decode_action maps back to p: the centre of p's cell of the action space."""
+    m = p.K - 1
+
+    def centre(steps: int, span: int) -> float:  # solves steps = rnd(u * span) for u, mapped to [-1, 1]
+        return 0.0 if span <= 0 else 2.0 * steps / span - 1.0
+
+    b = ([centre(p.b1 - 1, p.tmax - 3), centre(p.b2 - p.b1 - 1, p.tmax - p.b1 - 2)] if p.tmax >= 4
+         else [0.0, 0.0])  # tmax < 4: the breakpoints are fixed
+    return np.array(b + [centre(p.n1 - 1, m - 3), centre(p.n2 - 1, m - p.n1 - 2)])
+
+
 def levels_of(p: TapParams) -> list[int]:
     """The distinct codes the table maps to, ascending (0 included)."""
     if p.exact:

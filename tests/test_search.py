@@ -26,7 +26,10 @@ def test_real_learner_writes_a_valid_result_and_evaluate_reads_it(algo, episodes
     res = read_result(path)
     assert res["complete"] and res["episodes"] == episodes and res["algo"] == algo
     assert len(res["reward_history"]) == episodes
-    assert res["best"]["reward"] == pytest.approx(max(res["reward_history"]))
+    assert res["top"][0]["reward"] == pytest.approx(max(res["reward_history"]))
+    rewards = [t["reward"] for t in res["top"]]
+    assert rewards == sorted(rewards, reverse=True) and len(res["top"]) == 20
+    assert [i["episode"] for i in res["improvements"]] == sorted(i["episode"] for i in res["improvements"])
     assert set(res["best"]["config"]) == {"conv1", "conv2", "fc1", "fc2"}
     assert res["teacher"]["sha256"] and res["levels"] == 16 and res["attention_weight"] == 50.0
     assert not (tiny_teacher / "tri_ppo_int_codes" / f"{algo}.ckpt").exists()

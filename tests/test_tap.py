@@ -81,3 +81,11 @@ def test_attention_loss_known_values():
     conv = torch.zeros(1, 2, 2, 2)
     conv[0, 0, 0, 0] = 1.0
     assert attention_map(conv).tolist() == [[1.0, 0.0, 0.0, 0.0]]
+
+
+@given(st.integers(1, 255), st.integers(4, 64), st.lists(st.floats(-1, 1), min_size=4, max_size=4))
+def test_encode_action_inverts_decode_action(tmax, levels, action):
+    from quant.tap import encode_action
+
+    p = decode_action(action, tmax, levels)
+    assert decode_action(encode_action(p), tmax, levels) == p

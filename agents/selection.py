@@ -1,0 +1,108 @@
+"""Choosing the final configuration on images the search did not optimise on.
+
+A search that scores 1,000 configurations on 5,000 images ends up picking,
+among configurations that are equal within the split's noise, the one that
+noise favours: its search-split gain over the analytic tables does not
+carry over to new images (benchmarks/README.md). So, when the search is
+anchored at the analytic tables (envs/problem.TapProblem.anchor_actions),
+its CANDIDATES best distinct configurations must each beat the anchor on
+the selection images, training images that neither the search nor the
+calibration used, by a paired one-sided test at level ALPHA (Bonferroni
+over the candidates). The best candidate that passes is the result; if none
+does, the anchor is.
+
+The test is McNemar's in its normal form: per image, d = 1 if only the
+candidate is right, -1 if only the anchor is, else 0; z = mean(d) /
+(sd(d) / sqrt(n)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from envs.student import StudentRunner
+from models.batching import iterate
+from models.data import load_cifar10
+from models.errors import UserError
+from quant.tap import TapParams, build_table
+
+CANDIDATES = 5
+ALPHA = 0.05
+DEFAULT_SIZE = 20000
+
+
+def selection_size(requested: int | None, data, calib_images: int) -> int:
+    """The selection images to use: `requested`, or DEFAULT_SIZE (fewer on a small data set) when None."""
+    available = len(data.split()[0]) - calib_images
+    if requested is None:
+        return max(0, min(DEFAULT_SIZE, available))
+    if requested > available:
+        raise UserError(f"--select-size {requested} exceeds the {available} training images left after calibration; "
+                        f"pass at most {available}, or 0 to keep the search split's best")
+    return requested
+
+
+class Selection:
+    """The teacher's codes on the selection images, to run candidate students from (envs/student.py)."""
+
+    def __init__(self, problem, size: int | None):
+        cfg = problem.config
+        data = load_cifar10(cfg.data, cfg.cache_dir)
+        from envs.problem import CALIB_BATCH_SIZE
+        self.size = selection_size(size, data, cfg.calib_batches * CALIB_BATCH_SIZE)
+        idx = data.selection_indices(self.size)
+        x, self.labels = data.train_x[idx], data.train_y[idx].to(problem.torch_device)
+        rec: dict = {}
+        with torch.no_grad():
+            problem.qnet(next(iterate(x, data.train_y[idx], len(x), problem.torch_device))[0], record=rec)
+        self.runner = StudentRunner(problem.qnet, problem.kernels, problem.layers, problem.attention_layers, rec,
+                                    problem.torch_device)
+
+    @torch.no_grad()
+    def correct(self, params: dict[str, TapParams]) -> np.ndarray:
+        tables = self.runner.device_tables({n: build_table(p) for n, p in params.items()})
+        return np.concatenate([(logits.argmax(1) == self.labels[lo:hi]).cpu().numpy()
+                               for lo, hi, logits, _ in self.runner.chunks(tables)])
+
+    def choose(self, candidates: list[dict[str, TapParams]], anchor: dict[str, TapParams]) -> tuple[int | None, list]:
+        """Index of the chosen candidate, or None for the anchor; and each candidate's test."""
+        base = self.correct(anchor).astype(np.int8)
+        tests, passed = [], []
+        for i, cand in enumerate(candidates):
+            d = self.correct(cand).astype(np.int8) - base
+            sd = float(d.std(ddof=1)) if len(d) > 1 else 0.0
+            z = float(d.mean()) / (sd / math.sqrt(len(d))) if sd > 0 else 0.0
+            p = 0.5 * math.erfc(z / math.sqrt(2))  # one-sided: candidate more accurate than the anchor
+            gain = 100.0 * float(d.mean())
+            tests.append({"rank": i + 1, "gain_pt": round(gain, 4), "z": round(z, 3), "p": round(p, 5)})
+            if p < ALPHA / max(1, len(candidates)):
+                passed.append((gain, i))
+        return (max(passed)[1] if passed else None), tests
+
+
+def scored_entry(problem, params: dict[str, TapParams], episode: int | None) -> dict:
+    """A result's `best` entry for `params`: its search-split score and per-layer parameters and tables."""
+    tables = {n: build_table(p) for n, p in params.items()}
+    entry = {k: v for k, v in problem.score(tables).as_dict().items()}
+    entry["episode"] = episode
+    entry["config"] = {n: {**p.as_dict(), "table": tables[n].tolist()} for n, p in params.items()}
+    return entry
+
+
+def confirm(problem, top: list[dict], sel: Selection) -> tuple[dict, dict]:
+    """The final `best` entry and the record of how it was chosen (see the module's docstring)."""
+    anchor = problem.analytic
+    kept = [t for t in top if {n: TapParams(**p) for n, p in t["params"].items()} != anchor][:CANDIDATES]
+    cands = [{n: TapParams(**p) for n, p in t["params"].items()} for t in kept]
+    idx, tests = sel.choose(cands, anchor)
+    best = scored_entry(problem, anchor if idx is None else cands[idx], None if idx is None else kept[idx]["episode"])
+    record = {"images": sel.size, "alpha": ALPHA,
+              "source": "training split: the last images of the fixed order (models/data.py), never scored by "
+                        "the search nor used for calibration; never the test set",
+              "candidates": [{**t, "search_reward": k["reward"]} for t, k in zip(tests, kept)],
+              "chosen": "anchor" if idx is None else f"candidate {idx + 1}",
+              "search_best": {"reward": top[0]["reward"] if top else None, "drop": top[0]["drop"] if top else None}}
+    return best, record

@@ -11,7 +11,6 @@ The search flags are agents.search's; --seed seeds the teachers too.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import train_baselines
@@ -20,7 +19,7 @@ from agents.evaluate import evaluate_result
 from agents.report import report
 from agents.result import read_result
 from agents.resume import SearchCheckpoint
-from agents.wandb_run import start_wandb
+from agents.wandb_run import start_wandb, wandb_group
 from envs.config import ProblemConfig
 from models.checkpoint import checkpoint_path, load_checkpoint
 from models.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int,
@@ -66,7 +65,7 @@ def log_eval(args, cfg, test: dict, where: dict) -> None:
         return
     import wandb
 
-    pictures = report(cfg.result_path, **where)
+    pictures = report(cfg.result_path, where["data"], where["cache_dir"], where["device"])
     run_.log({p.stem: wandb.Image(str(p)) for p in pictures})
     run_.summary.update({f"test_{k}": v for k, v in test.items()})
     run_.finish()
@@ -78,8 +77,12 @@ def main(argv=None) -> int:
     common = dict(model=args.model, seed=args.seed, data=args.data, cache_dir=args.cache_dir, out_dir=args.out_dir,
                   device=args.device, no_progress=args.no_progress, wandb=args.wandb, wandb_project=args.wandb_project)
 
-    if args.wandb != "disabled":  # one W&B group for this pipeline's runs (wandb.init reads it)
-        os.environ.setdefault("WANDB_RUN_GROUP", f"pipeline-{args.model}-K{args.levels}-{time.strftime('%Y%m%d-%H%M%S')}")
+    with wandb_group(args.wandb, f"pipeline-{args.model}-K{args.levels}-{time.strftime('%Y%m%d-%H%M%S')}"):
+        run_stages(args, cfg, common)
+    return 0
+
+
+def run_stages(args, cfg, common: dict) -> None:
     for stage, epochs in (("float", args.epochs), ("qat", args.qat_epochs)):
         path = checkpoint_path(args.out_dir, args.model, stage)
         state = _stage_state(path, args.model, stage)
@@ -105,7 +108,6 @@ def main(argv=None) -> int:
                 "student", config_path=str(cfg.result_path), epochs=args.finetune_epochs,
                 resume=state == "partial", **common))
         evaluate_result(cfg.result_path, student=str(student), **where)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Sweeps of searches on Ray Tune: a grid (or a random search) over the search's options.
 
-    python -m agents.sweep sweeps/algos_k.yaml                   # local Ray, one trial per CPU
+    python -m agents.sweep sweeps/algos_k.yaml                   # local Ray
     python -m agents.sweep sweeps/algos_k.yaml --address auto    # a running Ray cluster
     python -m agents.sweep sweeps/algos_k.yaml --resume          # continue an interrupted sweep
 
@@ -120,7 +120,7 @@ class SweepSpec:
         return value
 
     def points(self):
-        """Every grid point, with each sampled option at each of its listed values or bounds."""
+        """Every grid point; each sampled option at each of its listed values, or at both bounds of its range."""
         keys = list(self.grid) + list(self.sample)
         values = list(self.grid.values()) + [next(iter(s.values())) for s in self.sample.values()]
         for combo in itertools.product(*values):
@@ -130,11 +130,10 @@ class SweepSpec:
         seen = set()
         if not self.grid and not self.sample:
             raise UserError(f"sweep file {self.path}: give a 'grid' or a 'sample' to sweep over")
+        if self.finetune:
+            parse_finetune(self.finetune, "result.json", self.common, f"sweep file {self.path} (finetune)")
         for point in self.points():
-            trial = {**self.options, **point}
-            cfg = parse_search(trial, self.common, f"sweep file {self.path}")
-            if self.finetune:
-                parse_finetune(self.finetune, "result.json", self.common, f"sweep file {self.path} (finetune)")
+            cfg = parse_search({**self.options, **point}, self.common, f"sweep file {self.path}")
             model = cfg.problem.model
             if model not in seen:
                 seen.add(model)
@@ -181,9 +180,9 @@ def parse_finetune(finetune: dict, config_path, common: dict, where: str, resume
 
 def trial_result_file(common: dict, sweep_name: str, params: dict) -> str:
     """Where a trial's result goes, as an absolute path (Ray runs a trial in its own working directory)."""
-    from agents.result import result_path
+    from agents.result import RESULT_DIR
 
-    return str(result_path(Path(common["out_dir"]).resolve(), f"{sweep_name}/{trial_key(params)}.json").resolve())
+    return str(Path(common["out_dir"]).resolve() / RESULT_DIR / sweep_name / f"{trial_key(params)}.json")
 
 
 def trial_key(params: dict) -> str:
@@ -274,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep_file", help="a sweep YAML (see sweeps/)")
     p.add_argument("--address", default=None,
                    help="a running Ray cluster (e.g. auto or ray://host:10001); default: start a local Ray")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs Ray gives each trial (default: 1)")
+    p.add_argument("--cpus-per-trial", type=float, default=None,
+                   help="CPUs Ray gives each trial, and so its threads (default: the threads one search uses alone, "
+                        "so that a trial computes exactly what python -m agents.search does; fewer run more trials "
+                        "at once, but PPO's float rounding, and so its search, then differs)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep (Ray Tune's restore)")
     p.add_argument("--wandb", default="disabled", choices=WANDB_MODES,
                    help="one W&B run per trial through Ray's W&B integration, grouped by the sweep's name")
@@ -322,7 +324,9 @@ def sweep(args) -> list[dict]:
     callbacks = [_progress_callback(spec.n_trials, not args.no_progress)]
     if args.wandb != "disabled":
         callbacks.append(_wandb_callback(args.wandb, args.wandb_project, spec.name, folder))
-    trainable = tune.with_resources(run_trial, {"cpu": args.cpus_per_trial})
+    import torch
+
+    trainable = tune.with_resources(run_trial, {"cpu": args.cpus_per_trial or torch.get_num_threads()})
     run_config = tune.RunConfig(name=spec.name, storage_path=str(root), callbacks=callbacks, verbose=0,
                                 failure_config=tune.FailureConfig(max_failures=1))
     spec_dict = {"name": spec.name, "options": spec.options, "finetune": spec.finetune, "common": common}

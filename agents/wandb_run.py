@@ -8,6 +8,7 @@ directory; the project is --wandb-project, else $WANDB_PROJECT, else
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from models.errors import UserError
@@ -32,3 +33,17 @@ def start_wandb(mode: str, name: str, config: dict, out_dir, project: str | None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"W&B could not start in {mode} mode ({first}); use --wandb offline "
                         f"(no account or network needed) or --wandb disabled") from None
+
+
+@contextmanager
+def wandb_group(mode: str, name: str):
+    """Every W&B run started inside (teachers, search, eval) joins the group `name`, unless the user set
+    WANDB_RUN_GROUP; wandb.init reads the variable, so nested commands need no extra argument."""
+    if mode == "disabled" or "WANDB_RUN_GROUP" in os.environ:
+        yield
+        return
+    os.environ["WANDB_RUN_GROUP"] = name
+    try:
+        yield
+    finally:
+        del os.environ["WANDB_RUN_GROUP"]

@@ -29,3 +29,23 @@ def test_pipeline_fine_tunes_the_student_and_prints_both_eval_lines(tmp_path, ti
     assert len(evals) == 2 and evals[0].split("|")[0] == evals[1].split("|")[0]  # same teacher, two students
     assert "| student " in out
 
+
+
+def test_pipeline_wandb_runs_form_one_group_with_the_eval_pictures(tmp_path, tiny_tar, cache_dir, monkeypatch):
+    import os
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+    argv = ["--epochs", "1", "--qat-epochs", "1", "--episodes", "6", "--algo", "random", "--search-size", "60",
+            "--calib-batches", "2", "--data", str(tiny_tar), "--wandb", "offline", "--no-progress",
+            "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path / "out"), "--device", "cpu"]
+    assert run_main(pipeline.main, argv) == 0
+    assert "WANDB_RUN_GROUP" not in os.environ  # the group does not leak past the pipeline
+    runs = sorted((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    logs = [next(r.glob("run-*.wandb")).read_bytes() for r in runs]
+    assert len(runs) == 4  # float, qat, search, eval
+    assert all(b"pipeline-lenet5-K16-" in log for log in logs)
+    search_log = next(log for log in logs if b"best_config" in log)
+    assert b"codes/conv1" in search_log
+    eval_run = next(r for r, log in zip(runs, logs) if b"test_drop" in log)
+    assert list(eval_run.rglob("*_layers*.png")) and list(eval_run.rglob("*_search*.png"))

@@ -46,6 +46,7 @@ def test_two_trial_sweep_on_local_ray(tiny_teacher, tiny_tar, cache_dir, tmp_pat
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"
     # A trial is exactly agents.search with its flags: the same seed gives the same search.
     rnd = next(r for r in rows if r["algo"] == "random")
+    assert rnd["result_file"] == str(tiny_teacher / "tri_ppo_int_codes" / "two" / "algo=random.json")
     assert run_main(search.main, ["--algo", "random", "--episodes", "6", "--search-size", "60", "--calib-batches",
                                   "2", "--levels", "8", "--result-file", "alone.json",
                                   *common(tiny_teacher, tiny_tar, cache_dir)]) == 0
@@ -81,3 +82,27 @@ def test_bad_sweep_files_fail_before_any_trial(text, message, tiny_teacher, tiny
         sweep.sweep(sweep.build_parser().parse_args([str(write(tmp_path, text)),
                                                      *common(tiny_teacher, tiny_tar, cache_dir)]))
     assert not (tiny_teacher / "sweeps" / "s").exists()
+
+
+def test_without_ray_the_sweep_says_how_to_install_it(tiny_teacher, tiny_tar, cache_dir, tmp_path, monkeypatch):
+    import sys
+
+    from agents import sweep
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(UserError, match=r'pip install -e "\.\[sweep\]"'):
+        sweep.sweep(sweep.build_parser().parse_args([str(write(tmp_path, TWO_TRIALS)),
+                                                     *common(tiny_teacher, tiny_tar, cache_dir)]))
+
+
+def test_sweep_logs_each_trial_to_wandb_offline(tiny_teacher, tiny_tar, cache_dir, tmp_path, monkeypatch):
+    from agents import sweep
+
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    one = TWO_TRIALS.replace("name: two", "name: one").replace("[random, analytic]", "[analytic]")
+    sweep.sweep(sweep.build_parser().parse_args([str(write(tmp_path, one)), "--wandb", "offline",
+                                                 *common(tiny_teacher, tiny_tar, cache_dir)]))
+    runs = list((tmp_path / "wb").rglob("offline-run-*"))
+    assert len(runs) == 1
+    log = next(runs[0].glob("run-*.wandb")).read_bytes()
+    assert b"test_drop" in log and b"one" in log  # the trial's numbers, grouped by the sweep's name

@@ -16,8 +16,9 @@ RESULT_DIR = "tri_ppo_int_codes"  # the guide's folder name; it holds the result
 
 
 def result_path(out_dir: str | os.PathLike, result_file: str) -> Path:
+    """A relative result file (a name, or sub/name) is under <out_dir>/tri_ppo_int_codes/; an absolute one stays."""
     p = Path(result_file)
-    return p if p.is_absolute() or p.parent != Path(".") else Path(out_dir) / RESULT_DIR / p
+    return p if p.is_absolute() else Path(out_dir) / RESULT_DIR / p
 
 
 def build_result(problem, *, algo: str, seed: int, options: dict, episodes_requested: int, best: dict | None,

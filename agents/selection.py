@@ -23,11 +23,12 @@ import math
 import numpy as np
 import torch
 
+from envs.problem import CALIB_BATCH_SIZE
 from envs.student import StudentRunner
 from models.batching import iterate
 from models.data import load_cifar10
 from models.errors import UserError
-from quant.tap import TapParams, build_table
+from quant.tap import TapParams, build_table, identity_table
 
 CANDIDATES = 5
 ALPHA = 0.05
@@ -45,27 +46,36 @@ def selection_size(requested: int | None, data, calib_images: int) -> int:
     return requested
 
 
-class Selection:
-    """The teacher's codes on the selection images, to run candidate students from (envs/student.py)."""
+class Correctness:
+    """A student's per-image correctness on images `x` (labels `y`), run from the teacher's cached codes
+    (envs/student.py); the selection images here, held-out or test images in the benchmarks."""
 
-    def __init__(self, problem, size: int | None):
-        cfg = problem.config
-        data = load_cifar10(cfg.data, cfg.cache_dir)
-        from envs.problem import CALIB_BATCH_SIZE
-        self.size = selection_size(size, data, cfg.calib_batches * CALIB_BATCH_SIZE)
-        idx = data.selection_indices(self.size)
-        x, self.labels = data.train_x[idx], data.train_y[idx].to(problem.torch_device)
+    def __init__(self, problem, x: torch.Tensor, y: torch.Tensor):
+        self.labels = y.to(problem.torch_device)
         rec: dict = {}
         with torch.no_grad():
-            problem.qnet(next(iterate(x, data.train_y[idx], len(x), problem.torch_device))[0], record=rec)
+            problem.qnet(next(iterate(x, y, len(x), problem.torch_device))[0], record=rec)
         self.runner = StudentRunner(problem.qnet, problem.kernels, problem.layers, problem.attention_layers, rec,
                                     problem.torch_device)
 
     @torch.no_grad()
-    def correct(self, params: dict[str, TapParams]) -> np.ndarray:
-        tables = self.runner.device_tables({n: build_table(p) for n, p in params.items()})
+    def correct(self, params: dict[str, TapParams] | None) -> np.ndarray:
+        """Per-image hits of the student with `params`' tables; None: the teacher (identity tables)."""
+        tables = ({n: build_table(p) for n, p in params.items()} if params is not None
+                  else {n: identity_table() for n in self.runner.layers})
         return np.concatenate([(logits.argmax(1) == self.labels[lo:hi]).cpu().numpy()
-                               for lo, hi, logits, _ in self.runner.chunks(tables)])
+                               for lo, hi, logits, _ in self.runner.chunks(self.runner.device_tables(tables))])
+
+
+class Selection(Correctness):
+    """Correctness on the selection images: the last training images of the fixed order."""
+
+    def __init__(self, problem, size: int | None):
+        cfg = problem.config
+        data = load_cifar10(cfg.data, cfg.cache_dir)
+        self.size = selection_size(size, data, cfg.calib_batches * CALIB_BATCH_SIZE)
+        idx = data.selection_indices(self.size)
+        super().__init__(problem, data.train_x[idx], data.train_y[idx])
 
     def choose(self, candidates: list[dict[str, TapParams]], anchor: dict[str, TapParams]) -> tuple[int | None, list]:
         """Index of the chosen candidate, or None for the anchor; and each candidate's test."""
@@ -86,7 +96,7 @@ class Selection:
 def scored_entry(problem, params: dict[str, TapParams], episode: int | None) -> dict:
     """A result's `best` entry for `params`: its search-split score and per-layer parameters and tables."""
     tables = {n: build_table(p) for n, p in params.items()}
-    entry = {k: v for k, v in problem.score(tables).as_dict().items()}
+    entry = problem.score(tables).as_dict()
     entry["episode"] = episode
     entry["config"] = {n: {**p.as_dict(), "table": tables[n].tolist()} for n, p in params.items()}
     return entry

@@ -20,17 +20,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import search  # noqa: E402
+from agents.selection import Correctness  # noqa: E402
 from envs.config import ProblemConfig  # noqa: E402
 from envs.problem import CALIB_BATCH_SIZE, TapProblem  # noqa: E402
-from envs.student import StudentRunner  # noqa: E402
-from models.batching import iterate  # noqa: E402
 from models.data import load_cifar10  # noqa: E402
-from quant.tap import TapParams, build_table, identity_table  # noqa: E402
+from quant.tap import TapParams  # noqa: E402
 
 HELD_OUT = 20000
 VARIANTS = {  # name: (ProblemConfig overrides, SearchConfig overrides)
@@ -54,19 +52,10 @@ def main() -> int:
     first = 10 * CALIB_BATCH_SIZE
     idx = data._train_order()[first:first + HELD_OUT]
     problem = TapProblem(ProblemConfig(levels=args.levels, out_dir=args.out_dir))
-    x, y = data.train_x[idx], data.train_y[idx]
-    rec: dict = {}
-    with torch.no_grad():
-        problem.qnet(next(iterate(x, y, len(x), problem.torch_device))[0], record=rec)
-    runner = StudentRunner(problem.qnet, problem.kernels, problem.layers, problem.attention_layers, rec,
-                           problem.torch_device)
+    held_out = Correctness(problem, data.train_x[idx], data.train_y[idx])
 
     def accuracy(params) -> float:
-        tables = ({n: build_table(q) for n, q in params.items()} if params
-                  else {n: identity_table() for n in problem.layers})
-        hits = [(logits.argmax(1) == y[lo:hi]).numpy() for lo, hi, logits, _ in
-                runner.chunks(runner.device_tables(tables))]
-        return 100.0 * float(np.concatenate(hits).mean())
+        return 100.0 * float(held_out.correct(params).mean())
 
     teacher = accuracy(None)
     print(f"K={args.levels}: analytic tables, held-out drop {teacher - accuracy(problem.analytic):.2f} pt", flush=True)

@@ -31,46 +31,32 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents import search  # noqa: E402
 from agents.compare import plot_curves  # noqa: E402
 from agents.result import read_result  # noqa: E402
+from agents.selection import Correctness  # noqa: E402
 from agents.sweep import SweepSpec, parse_search, trial_result_file  # noqa: E402
 from envs.problem import TapProblem  # noqa: E402
-from envs.student import StudentRunner  # noqa: E402
-from models.batching import iterate  # noqa: E402
 from models.cli import run_main  # noqa: E402
 from models.data import load_cifar10  # noqa: E402
 from models.errors import UserError  # noqa: E402
-from quant.tap import TapParams, build_table, identity_table  # noqa: E402
+from quant.tap import TapParams  # noqa: E402
 
 BOOTSTRAP = 4000
 
 
-class TestSet:
-    """The student's per-image correctness on the test set, from the teacher's cached codes."""
+class TestSet(Correctness):
+    """The student's per-image correctness on the test set."""
 
     def __init__(self, problem: TapProblem, data):
-        x, self.y = data.test_x, data.test_y
-        rec: dict = {}
-        with torch.no_grad():
-            problem.qnet(next(iterate(x, self.y, len(x), problem.torch_device))[0], record=rec)
-        self.runner = StudentRunner(problem.qnet, problem.kernels, problem.layers, problem.attention_layers, rec,
-                                    problem.torch_device)
-        self.layers = problem.layers
-        self.teacher = self.correct({n: identity_table() for n in self.layers})
-
-    @torch.no_grad()
-    def correct(self, tables: dict) -> np.ndarray:
-        hits = [(logits.argmax(1) == self.y[lo:hi]).cpu().numpy()
-                for lo, hi, logits, _ in self.runner.chunks(self.runner.device_tables(tables))]
-        return np.concatenate(hits)
+        super().__init__(problem, data.test_x, data.test_y)
+        self.teacher = self.correct(None)
 
     def of_params(self, params: dict) -> np.ndarray:
-        return self.correct({n: build_table(TapParams(**p)) for n, p in params.items()})
+        return self.correct({n: TapParams(**p) for n, p in params.items()})
 
     def drop(self, correct: np.ndarray) -> float:
         return 100.0 * (self.teacher.mean() - correct.mean())

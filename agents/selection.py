@@ -4,7 +4,7 @@ A search that scores 1,000 configurations on 5,000 images ends up picking,
 among configurations that are equal within the split's noise, the one that
 noise favours: its search-split gain over the analytic tables does not
 carry over to new images (benchmarks/README.md). So, when the search is
-anchored at the analytic tables (envs/problem.TapProblem.anchor_actions),
+anchored at the analytic tables (envs/problem.TapProblem.decode),
 its CANDIDATES best distinct configurations must each beat the anchor on
 the selection images, training images that neither the search nor the
 calibration used, by a paired one-sided test at level ALPHA (Bonferroni

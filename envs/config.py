@@ -4,7 +4,7 @@
 (`gym.make("TapQuant-LeNet5-v0", levels=8)`), what `TapProblem` is built
 from, and the flags of `agents.search` and `agents.pipeline` (generated from
 the fields by models/cli.add_config_args). Defaults are the guide's: K = 16,
-w_att = 50, tmax = p90 + 10 on 10 calibration batches.
+w_att = 50, 10 calibration batches; tmax_rule picks each layer's clip (quant/clip.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from models import MODEL_NAMES, quant_layer_names
 from models.checkpoint import checkpoint_path
 from models.cli import non_negative_float, option, positive_int
 from models.errors import UserError
+from quant.clip import RULE_HELP, check_rule
 
 BACKENDS = ("auto", "int8", "float")
 ANCHORS = ("analytic", "none")
@@ -49,6 +50,7 @@ class ProblemConfig:
                          "guide's absolute decoding, docs/tap.md section 4)", choices=ANCHORS)
     search_size: int = option(5000, "search-split images: the first N of the validation split, never the test set",
                               type=positive_int)
+    tmax_rule: str = option("guide", RULE_HELP + " (quant/clip.py)")
     calib_batches: int = option(10, "training batches of 128 images for histograms, p90 and tmax", type=positive_int)
     backend: str = option("auto", "kernels that run the student: int8 (oneDNN, x86 CPU), float (the float "
                           "simulation, any device), auto (int8 where available)", choices=BACKENDS)
@@ -69,6 +71,10 @@ class ProblemConfig:
             raise UserError(f"attention and KL weights must be >= 0, got {self.attention_weight}, {self.kl_weight}")
         if self.anchor not in ANCHORS:
             raise UserError(f"anchor must be analytic or none, got {self.anchor!r}")
+        try:
+            check_rule(self.tmax_rule)
+        except ValueError as e:
+            raise UserError(str(e)) from None
         if self.backend not in BACKENDS:
             raise UserError(f"backend must be auto, int8 or float, got {self.backend!r}")
         all_layers = quant_layer_names(self.model)

@@ -10,6 +10,7 @@ actions often decode to the same tables.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
@@ -24,8 +25,9 @@ from models.cli import resolve_device
 from models.batching import iterate
 from models.data import load_cifar10
 from models.errors import UserError
-from quant.analytic import analytic_params
+from quant.analytic import AnalyticSolver
 from quant.attention import unit
+from quant.clip import decode_clip, rule_tmax
 from quant.histogram import CodeStats, code_histogram, stats_from_counts
 from quant.kernels import stage_kernels
 from quant.qat import load_teacher
@@ -82,6 +84,14 @@ class TapProblem:
             raise UserError(f"search size {config.search_size} exceeds the {len(val_idx)} validation images")
         self.search_idx = val_idx[: config.search_size]
         self.stats = calibration_stats(self.qnet, data, config.calib_batches, self.torch_device)
+        self.solvers = {n: AnalyticSolver(self.stats[n].counts, config.levels) for n in self.layers}
+        for n in self.layers:  # each approximated layer's clip by the rule (quant/clip.py); p90 stays
+            try:
+                tmax = rule_tmax(config.tmax_rule, self.stats[n].counts, config.levels, self.solvers[n])
+            except ValueError as e:
+                raise UserError(f"--tmax-rule {config.tmax_rule}, layer {n}: {e}; use --tmax-rule guide, more "
+                                f"--calib-batches, or --layers without {n}") from None
+            self.stats[n] = replace(self.stats[n], tmax=tmax)
         self._record_teacher(data.train_x[self.search_idx], data.train_y[self.search_idx])
         self._memo: dict = {}
 
@@ -107,22 +117,30 @@ class TapProblem:
 
     @cached_property
     def analytic(self) -> dict[str, TapParams]:
-        """Each approximated layer's TAP of least histogram-weighted squared code error (quant/analytic.py)."""
-        return {n: analytic_params(self.stats[n].counts, self.stats[n].tmax, self.config.levels) for n in self.layers}
+        """Each approximated layer's TAP of least histogram-weighted squared code error at the rule's clip
+        (quant/analytic.py); with the mse rule, the joint least-error clip and table."""
+        return {n: self.solvers[n].params_at(self.stats[n].tmax) for n in self.layers}
 
-    @cached_property
-    def anchor_actions(self) -> dict[str, np.ndarray] | None:
-        """The action each layer's corrections are added to (config.anchor); None for the absolute decoding."""
-        if self.config.anchor == "none":
-            return None
-        return {n: encode_action(p) for n, p in self.analytic.items()}
+    @property
+    def action_dim(self) -> int:
+        """4 numbers per layer (b1, b2, n1, n2), and a 5th, the clip, when the search moves it."""
+        return 5 if self.config.tmax_rule == "search" else 4
 
     def decode(self, layer: str, action) -> TapParams:
-        """An agent's 4 numbers in [-1, 1] for `layer` -> its TAP, around the anchor when there is one."""
+        """An agent's numbers in [-1, 1] for `layer` -> its TAP, around the anchor when there is one.
+
+        With the search rule the 5th number moves the clip first (quant/clip.decode_clip); the
+        analytic anchor of the other four is then the least-error TAP at that clip."""
         a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if self.anchor_actions is not None and len(a) == 4:
-            a = np.clip(self.anchor_actions[layer] + CORRECTION * np.clip(a, -1.0, 1.0), -1.0, 1.0)
-        return decode_action(a, self.stats[layer].tmax, self.config.levels)
+        if len(a) != self.action_dim:
+            raise ValueError(f"a TAP action has {self.action_dim} numbers here, got {len(a)}")
+        tmax = self.stats[layer].tmax
+        if self.action_dim == 5:
+            tmax, a = decode_clip(a[4], tmax), a[:4]
+        if self.config.anchor == "analytic":
+            anchor = encode_action(self.solvers[layer].params_at(tmax))
+            a = np.clip(anchor + CORRECTION * np.clip(a, -1.0, 1.0), -1.0, 1.0)
+        return decode_action(a, tmax, self.config.levels)
 
     @property
     def acc_teacher(self) -> float:

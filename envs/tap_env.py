@@ -8,13 +8,15 @@ from gymnasium import spaces
 
 from envs.config import ProblemConfig
 from envs.problem import TapProblem
+from quant.histogram import percentile_nonzero
 from quant.tap import TapParams, build_table
 
 HIST_BINS = 16
 CODE_STATS = 5  # tmax, p90, zero fraction, saturation fraction, mean code
 LAYER_KIND = 3  # position, is-conv, is-fc
-N_PARAMS = 5  # the previous layer's b1/tmax, b2/tmax, n1/M, n2/M, n3/M
-OBS_DIM = HIST_BINS + CODE_STATS + LAYER_KIND + N_PARAMS
+N_PARAMS = 6  # the previous layer's b1/tmax, b2/tmax, n1/M, n2/M, n3/M, tmax/255
+TAIL = (99.0, 99.9, 100.0)  # tail percentiles of the non-zero codes: what a clip decision needs
+OBS_DIM = HIST_BINS + CODE_STATS + LAYER_KIND + N_PARAMS + len(TAIL)
 
 _PROBLEMS: dict[ProblemConfig, TapProblem] = {}
 
@@ -41,7 +43,10 @@ class TapQuantEnv(gym.Env):
 
     ## Action Space
 
-    `Box(-1, 1, (4,), float32)`: the layer's (a0, a1, a2, a3). Every action
+    `Box(-1, 1, (4,), float32)`: the layer's (a0, a1, a2, a3); with
+    `tmax_rule="search"`, `Box(-1, 1, (5,), float32)`: a4 also moves the
+    layer's clip, tmax = rnd(t* 2^a4) with t* the `mse` clip (quant/clip.py),
+    and the other four then decode at that clip. Every action
     decodes to a valid TAP by construction (quant/tap.py, docs/tap.md):
     a0 -> breakpoint b1 in 1..tmax-2, a1 -> b2 in b1+1..tmax-1, a2 -> n1
     levels in the first segment, a3 -> n2 in the second, n3 = K - 1 - n1 - n2.
@@ -50,11 +55,15 @@ class TapQuantEnv(gym.Env):
     layer's analytic TAP (least histogram-weighted squared code error,
     quant/analytic.py), so zeros decode to the analytic tables. With
     `anchor="none"` the numbers are the action itself, as in the guide.
+    tmax is each layer's clip: set by `tmax_rule` (`guide`: p90 + 10;
+    `mse`: the exact least-squared-error clip and table; `pQ`: a percentile;
+    `search`: moved by a4).
 
     ## Observation Space
 
-    `Box(0, 1, (29,), float32)`, describing the layer being decided. Codes are
-    counted on the calibration batches; M = K - 1.
+    `Box(0, 1, (33,), float32)`, describing the layer being decided. Codes are
+    counted on the calibration batches; M = K - 1; tmax is the rule's clip
+    (with `search`, the clip its corrections start from).
 
     | index | feature                                                    | range  |
     |-------|------------------------------------------------------------|--------|
@@ -87,6 +96,10 @@ class TapQuantEnv(gym.Env):
     | 26    | previous layer's n1 / M                                    | [0, 1] |
     | 27    | previous layer's n2 / M                                    | [0, 1] |
     | 28    | previous layer's n3 / M                                    | [0, 1] |
+    | 29    | previous layer's tmax / 255                                | [0, 1] |
+    | 30    | p99 of the non-zero codes / 255                            | [0, 1] |
+    | 31    | p99.9 of the non-zero codes / 255                          | [0, 1] |
+    | 32    | largest code seen / 255                                    | [0, 1] |
 
     ## Rewards
 
@@ -132,6 +145,7 @@ class TapQuantEnv(gym.Env):
     | `kl_weight`        | `0.0`       | w_kl in the reward (0: the guide's reward) |
     | `layers`           | `None`      | layers to approximate; `None`: every quantized layer |
     | `anchor`           | `"analytic"` | what zeros decode to: `"analytic"` tables, or `"none"` (the guide's decoding) |
+    | `tmax_rule`        | `"guide"`   | each layer's clip: `"guide"` (p90 + 10), `"mse"`, `"pQ"` (e.g. `"p99.9"`), `"search"` |
     | `search_size`      | `5000`      | search-split images (the first of the validation split) |
     | `calib_batches`    | `10`        | training batches of 128 for histograms, p90, tmax |
     | `backend`          | `"auto"`    | student kernels: `"int8"` (oneDNN, x86 CPU), `"float"`, `"auto"` |
@@ -142,17 +156,27 @@ class TapQuantEnv(gym.Env):
     | `problem`          | `None`      | an already built `TapProblem` to share (then the others are ignored) |
 
     These are `envs.config.ProblemConfig`'s fields, the search CLI's flags.
+
+    ## Version History
+
+    * v1: the clip is a decision. `tmax_rule` (`"search"`: a 5th action
+      number per layer); the observation gains the previous layer's clip and
+      the codes' tail (p99, p99.9, largest code): 33 features.
+    * v0: the guide's environment: tmax = p90 + 10, a 4-number action, the
+      first 29 features above (no previous clip, no tail). Registered as
+      `TapQuant-<Model>-v0` (`TapQuantEnvV0`).
     """
 
     metadata = {"render_modes": []}
+    obs_dim = OBS_DIM
 
     def __init__(self, problem: TapProblem | None = None, **config):
         super().__init__()
         self.problem = problem or shared_problem(ProblemConfig(**config))
         self.layers = self.problem.layers
         self.levels = self.problem.config.levels
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(OBS_DIM,), dtype=np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.problem.action_dim,), dtype=np.float32)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(self.obs_dim,), dtype=np.float32)
         self._static = [self._layer_features(n) for n in self.layers]
         self._t = 0
         self._params: list[TapParams] = []
@@ -164,7 +188,8 @@ class TapQuantEnv(gym.Env):
         n_quant = len(qnet.quant_layers)
         feats = [st.binned(HIST_BINS),
                  [st.tmax / 255, st.p90 / 255, st.zero_frac, st.sat_frac, st.mean_code / 255],
-                 [i / max(1, n_quant - 1), float(qnet.stages[i].kind == "conv"), float(qnet.stages[i].kind == "fc")]]
+                 [i / max(1, n_quant - 1), float(qnet.stages[i].kind == "conv"), float(qnet.stages[i].kind == "fc")],
+                 [percentile_nonzero(st.counts, q) / 255 for q in TAIL]]
         return np.clip(np.concatenate(feats), 0.0, 1.0).astype(np.float32)
 
     def _obs(self) -> np.ndarray:
@@ -172,8 +197,10 @@ class TapQuantEnv(gym.Env):
         if self._params:
             p = self._params[-1]
             m = p.K - 1
-            prev[:] = [p.b1 / p.tmax, p.b2 / p.tmax, p.n1 / m, p.n2 / m, p.n3 / m]
-        return np.clip(np.concatenate([self._static[self._t], prev]), 0.0, 1.0).astype(np.float32)
+            prev[:] = [p.b1 / p.tmax, p.b2 / p.tmax, p.n1 / m, p.n2 / m, p.n3 / m, p.tmax / 255]
+        static = self._static[self._t]  # layer features, then the tail
+        obs = np.concatenate([static[:-len(TAIL)], prev, static[-len(TAIL):]])
+        return np.clip(obs[:self.obs_dim], 0.0, 1.0).astype(np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)  # the env itself draws no random numbers
@@ -200,3 +227,10 @@ class TapQuantEnv(gym.Env):
         obs = self._obs()
         self._t += 1
         return obs, float(score.reward), True, False, info
+
+
+class TapQuantEnvV0(TapQuantEnv):
+    """The guide's environment (`TapQuant-<Model>-v0`): registered with `tmax_rule="guide"`; the
+    observation is TapQuantEnv's first 29 features (no previous clip, no tail); see its Version History."""
+
+    obs_dim = OBS_DIM - 1 - len(TAIL)

@@ -50,15 +50,20 @@ def code_histogram(codes: torch.Tensor) -> np.ndarray:
     return torch.bincount(codes.detach().flatten().to(torch.int64).cpu(), minlength=N_CODES)[:N_CODES].numpy()
 
 
-def p90_nonzero(counts: np.ndarray) -> int:
-    """90th percentile of the non-zero codes (lower interpolation: an actual code)."""
+def percentile_nonzero(counts: np.ndarray, q: float) -> int:
+    """The q-th percentile (0 < q <= 100) of the non-zero codes (lower interpolation: an actual code); 0 if none."""
     nz = counts.astype(np.int64).copy()
     nz[0] = 0
     total = nz.sum()
     if total == 0:
         return 0
     cum = np.cumsum(nz)
-    return int(np.searchsorted(cum, 0.9 * total, side="left"))
+    return int(np.searchsorted(cum, q / 100.0 * total, side="left"))
+
+
+def p90_nonzero(counts: np.ndarray) -> int:
+    """90th percentile of the non-zero codes: the guide's statistic."""
+    return percentile_nonzero(counts, 90)
 
 
 def tmax_from_counts(counts: np.ndarray) -> int:

@@ -27,7 +27,7 @@ def env_kwargs(out_dir, data, cache, **kw):
 
 
 def test_gym_make_registered_id(tiny_teacher, tiny_tar, cache_dir):
-    env = gym.make("TapQuant-LeNet5-v0", **env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+    env = gym.make("TapQuant-LeNet5-v1", **env_kwargs(tiny_teacher, tiny_tar, cache_dir))
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs) and info["layer"] == "conv1"
     assert env.spec.max_episode_steps == 4
@@ -48,8 +48,22 @@ def test_gym_make_registered_id(tiny_teacher, tiny_tar, cache_dir):
 
 
 def test_envs_prefix_form_works(tiny_teacher, tiny_tar, cache_dir):
-    env = gym.make("envs:TapQuant-LeNet5-v0", **env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+    env = gym.make("envs:TapQuant-LeNet5-v1", **env_kwargs(tiny_teacher, tiny_tar, cache_dir))
     assert env.reset()[0].shape == env.observation_space.shape
+
+
+def test_v0_is_the_guides_env_and_v1_extends_its_observation(tiny_teacher, tiny_tar, cache_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Gymnasium: v0 is out of date
+        v0 = gym.make("TapQuant-LeNet5-v0", **env_kwargs(tiny_teacher, tiny_tar, cache_dir))
+    v1 = gym.make("TapQuant-LeNet5-v1", **env_kwargs(tiny_teacher, tiny_tar, cache_dir, tmax_rule="guide"))
+    assert v0.unwrapped.problem.config.tmax_rule == "guide"
+    assert v0.observation_space.shape == (29,) and v1.observation_space.shape == (OBS_DIM,) == (33,)
+    a, b = v0.reset()[0], v1.reset()[0]
+    assert np.array_equal(a, b[:29])  # v1 appends the previous clip and the tail
+    action = np.array([0.2, -0.4, 0.1, 0.6], dtype=np.float32)
+    a, b = v0.step(action)[0], v1.step(action)[0]
+    assert np.array_equal(a, b[:29]) and b[29] == pytest.approx(v1.unwrapped.problem.stats["conv1"].tmax / 255)
 
 
 def random_weight_teacher(model: str, out_dir) -> None:

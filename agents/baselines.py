@@ -9,8 +9,9 @@
     (and the shift of one level between segments) and keeps the best
     improvement of the search reward, until the scorer-call budget is spent
     or no move improves.
-  * tpe: Optuna's TPE sampler over the same 4 action numbers per layer that
-    the RL agents choose, decoded the same way; one trial = one scorer call.
+  * tpe: Optuna's TPE sampler over the same 4 (with the search rule, 5)
+    action numbers per layer that the RL agents choose, decoded the same way;
+    one trial = one scorer call.
 
 Why by hand (greedy): no library does coordinate search over this decoder's parameters.
 The analytic TAP itself is quant/analytic.py.
@@ -23,8 +24,13 @@ from models.errors import UserError
 from quant.tap import TapParams, build_table
 
 
-def neighbours(p: TapParams):
-    """Valid TAPs one step away from p: b1 or b2 by +-1, or one level moved between two segments."""
+def neighbours(p: TapParams, move_clip: bool = False):
+    """Valid TAPs one step away from p: b1 or b2 by +-1, or one level moved between two segments;
+    with `move_clip`, also tmax by +-1 (the search rule's 5th decision)."""
+    if move_clip:
+        for t in (p.tmax - 1, p.tmax + 1):
+            if p.b2 < t <= 255 and t >= p.K:
+                yield TapParams(t, p.b1, p.b2, p.n1, p.n2, p.n3, p.K, False)
     if p.exact:
         return
     m = p.K - 1
@@ -66,7 +72,7 @@ def run_greedy(problem, tracker, seed: int = 0) -> None:
         improved = False
         for name in problem.layers:
             tried = []
-            for cand in neighbours(current[name]):
+            for cand in neighbours(current[name], move_clip=problem.action_dim == 5):
                 if tracker.finished:
                     return
                 info = episode_info(problem, {**current, name: cand})
@@ -90,7 +96,8 @@ def run_tpe(problem, tracker, seed: int = 0) -> None:
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
         while not tracker.finished:
             trial = study.ask()
-            params = {n: problem.decode(n, [trial.suggest_float(f"{n}.a{k}", -1.0, 1.0) for k in range(4)])
+            params = {n: problem.decode(n, [trial.suggest_float(f"{n}.a{k}", -1.0, 1.0)
+                                            for k in range(problem.action_dim)])
                       for n in problem.layers}
             info = episode_info(problem, params)
             study.tell(trial, info["reward"])

@@ -72,7 +72,7 @@ def evaluate_result(config_path, model: str | None = None, teacher: str | None =
     tables = {n: torch.tensor(c["table"], dtype=torch.uint8, device=dev).float()
               for n, c in res["best"]["config"].items()}
     say = print if verbose else (lambda *a, **k: None)
-    say(f"[Eval] {res['model']} | K={res['levels']} | algo {res.get('algo')} | "
+    say(f"[Eval] {res['model']} | K={res['levels']} | tmax rule {res.get('tmax_rule', 'guide')} | algo {res.get('algo')} | "
         f"{res.get('episodes')} episodes | teacher {teacher_path}" + (f" | student {student}" if student else ""))
     for name, c in res["best"]["config"].items():
         note = " (exact: tmax < K)" if c["exact"] else ""

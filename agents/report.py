@@ -96,7 +96,7 @@ def report(config_path, data=None, cache_dir=None, device: str = "auto") -> list
     dev = resolve_device(device)
     qnet = load_teacher(res["teacher"]["path"], res["model"]).to(dev)
     stats = calibration_stats(qnet, load_cifar10(data, cache_dir), res.get("calib_batches", 10), dev)
-    title = (f"{res['model']} K={res['levels']} {res['algo']}: test Teacher {ev['teacher']:.2f}% | "
+    title = (f"{res['model']} K={res['levels']} {res['algo']}, tmax rule {res.get('tmax_rule', 'guide')}: test Teacher {ev['teacher']:.2f}% | "
              f"Student {ev['student']:.2f}% | Drop {ev['drop']:.2f}%")
     out = [path.with_name(f"{path.stem}_layers.png"), path.with_name(f"{path.stem}_search.png")]
     plot_layers(res, stats, title, out[0])

@@ -37,8 +37,10 @@ def build_result(problem, *, algo: str, seed: int, options: dict, episodes_reque
                          "size": cfg.search_size, "data_hash": problem.data_hash},
         "calib_batches": cfg.calib_batches,
         "anchor": cfg.anchor,
+        "tmax_rule": cfg.tmax_rule,
+        "problem": {k: v for k, v in cfg.as_dict().items() if k not in ("data", "cache_dir", "out_dir", "device")},
         "backend": problem.kernels.name,
-        "tmax": {n: problem.stats[n].tmax for n in layers},
+        "tmax": {n: problem.stats[n].tmax for n in layers},  # the rule's clip (search: where its moves start)
         "p90": {n: problem.stats[n].p90 for n in layers},
         "algo": algo, "seed": seed, "options": options,
         "episodes": len(rewards), "episodes_requested": episodes_requested,

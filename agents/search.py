@@ -190,8 +190,15 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     best, selection = tracker.best, None
     if selection_images is not None:
         best, selection = confirm(problem, tracker.top, selection_images)
-        print(f"[Search] confirmed on {selection['images']} held-out training images: {selection['chosen']} "
-              f"(the search split's best: drop {selection['search_best']['drop']:.2f})", flush=True)
+        tables = f"the analytic tables (tmax rule {cfg.problem.tmax_rule})"
+        if selection["chosen"] == "anchor":
+            print(f"[Search] kept {tables}: none of the search's best {len(selection['candidates'])} beat them on "
+                  f"{selection['images']} held-out training images (the search split's best had drop "
+                  f"{selection['search_best']['drop']:.2f})", flush=True)
+        else:
+            gain = selection["candidates"][int(selection["chosen"].split()[-1]) - 1]["gain_pt"]
+            print(f"[Search] chose the search's {selection['chosen']}: it beat {tables} by {gain:+.2f} pt on "
+                  f"{selection['images']} held-out training images", flush=True)
     res = result(complete=True, best=best, selection=selection)
     write_result(cfg.result_path, res)
     ckpt.remove()
@@ -201,9 +208,11 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
         run_.finish()
     b = best
     print(f"[Search] wrote {cfg.result_path}", flush=True)
-    print(f"[Search] {cfg.algo} | Episodes {tracker.episodes} | {res['seconds']:.1f}s | "
-          f"search split: Teacher {b['acc_teacher']:.2f}% | Student {b['acc_student']:.2f}% | "
-          f"Drop {b['drop']:.2f}% | Att {b['att']:.4f} | Reward {b['reward']:.4f}", flush=True)
+    print(f"[Search] {cfg.algo} | {res['seconds']:.1f}s | the result on the search split "
+          f"({cfg.problem.search_size} validation images): Att {b['att']:.4f} | Reward {b['reward']:.4f}", flush=True)
+    # The guide's last line (its drop is on the search split; agents.evaluate gives the test set's).
+    print(f"[{cfg.algo.upper()}] Episode {tracker.episodes} | Teacher {b['acc_teacher']:.2f}% | "
+          f"Student {b['acc_student']:.2f}% | Drop {b['drop']:.2f}%", flush=True)
     return res
 
 

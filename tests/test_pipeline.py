@@ -9,7 +9,7 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, tiny_tar, c
             "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path), "--device", "cpu"]
     assert run_main(pipeline.main, argv) == 0
     out = capsys.readouterr().out
-    assert "[Float] Test Acc" in out and "[QAT] Test Acc" in out and "[Search] random | Episodes 12" in out
+    assert "[Float] Test Acc" in out and "[QAT] Test Acc" in out and "[RANDOM] Episode 12 | Teacher" in out
     assert out.strip().splitlines()[-1].startswith("[Eval] Teacher ")
     assert read_result(tmp_path / "tri_ppo_int_codes" / "lenet5_random_result.json")["complete"]
     assert run_main(pipeline.main, argv) == 0

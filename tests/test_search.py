@@ -34,7 +34,11 @@ def test_real_learner_writes_a_valid_result_and_evaluate_reads_it(algo, episodes
     assert res["teacher"]["sha256"] and res["levels"] == 16 and res["attention_weight"] == 50.0
     assert not (tiny_teacher / "tri_ppo_int_codes" / f"{algo}.ckpt").exists()
     assert any((tiny_teacher / "tb" / algo).rglob("events.out.tfevents.*"))
-    capsys.readouterr()
+    out = capsys.readouterr().out.strip().splitlines()
+    b = res["best"]  # the guide's last line, then what was kept, in words
+    assert out[-1] == (f"[{algo.upper()}] Episode {episodes} | Teacher {b['acc_teacher']:.2f}% | "
+                       f"Student {b['acc_student']:.2f}% | Drop {b['drop']:.2f}%")
+    assert any(line.startswith(("[Search] kept the analytic tables", "[Search] chose the search's")) for line in out)
     assert run_main(evaluate.main, ["--config-path", str(path), "--data", str(tiny_tar),
                                     "--cache-dir", str(cache_dir)]) == 0
     out = capsys.readouterr().out.strip().splitlines()

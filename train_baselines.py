@@ -120,6 +120,22 @@ def stage_args(stage: str, **values) -> argparse.Namespace:
     return args
 
 
+def stage_options(args) -> dict:
+    """The options that make a stage's weights what they are: recorded in its checkpoint, and compared
+    by --resume and by the pipeline before it reuses a checkpoint."""
+    opts = {k: getattr(args, k) for k in ("epochs", "batch_size", "seed", "weight_decay", "label_smoothing",
+                                          "crop_pad")}
+    opts["lr"] = args.lr or DEFAULT_LR[args.stage]
+    if args.stage == "float":
+        opts["batchnorm"] = args.batchnorm or DEFAULT_BATCHNORM[args.model]
+    elif args.stage == "qat":
+        opts["observer"] = args.observer
+    else:
+        opts.update(kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
+                    attention_weight=args.attention_weight)
+    return opts
+
+
 def initial_model(args, data, device, source: dict | None = None):
     torch.manual_seed(args.seed)
     if args.stage == "float":
@@ -160,26 +176,20 @@ def train(args, on_epoch_end=None) -> dict:
     model = initial_model(args, data, device, source).to(device)
     opt, sched = make_optimizer(model, lr, args.weight_decay, args.epochs, steps, args.stage)
     gen = torch.Generator().manual_seed(args.seed)
-    meta = {"model": args.model, "stage": args.stage, "epochs": args.epochs, "epochs_done": 0, "lr": lr,
-            "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-            "crop_pad": args.crop_pad, "batch_size": args.batch_size, "seed": args.seed, "data_source": data.source,
-            "data_hash": data.source_hash, "history": [], "complete": False}
+    meta = {"model": args.model, "stage": args.stage, **stage_options(args), "epochs_done": 0,
+            "data_source": data.source, "data_hash": data.source_hash, "history": [], "complete": False}
     meta["batchnorm"] = model.batchnorm
     if args.stage == "qat":
         meta["float_checkpoint"] = str(args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float"))
-        meta["observer"] = args.observer
     if source:
         meta.update({k: source[k] for k in ("teacher", "result", "tables")})
-        meta.update(kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
-                    attention_weight=args.attention_weight)
 
     if args.resume:
         ckpt = load_checkpoint(out, model=args.model, stage=args.stage)
         ts, old = ckpt["train_state"], ckpt["meta"]
         if old.get("complete"):
             raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
-        for k in ("epochs", "batch_size", "seed", "lr", "weight_decay", "label_smoothing", "crop_pad", "observer",
-                  "batchnorm", "result", "kd_temperature", "kd_weight", "attention_weight"):
+        for k in (*stage_options(args), "result"):
             if old.get(k) != meta.get(k):
                 raise UserError(f"cannot resume {out}: it was started with {k}={old.get(k)}, now {meta.get(k)}; "
                                 f"use the same flags, or start over without --resume")

@@ -29,8 +29,10 @@ from models.errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=positive_int, default=30, help="float epochs (default: 30)")
-    p.add_argument("--qat-epochs", type=positive_int, default=10, help="QAT epochs (default: 10)")
+    epochs = train_baselines.DEFAULT_EPOCHS
+    p.add_argument("--epochs", type=positive_int, default=epochs["float"],
+                   help=f"float epochs (default: {epochs['float']}; the guide's: 30)")
+    p.add_argument("--qat-epochs", type=positive_int, default=epochs["qat"], help=f"QAT epochs (default: {epochs['qat']})")
     p.add_argument("--finetune-epochs", type=non_negative_int, default=0,
                    help="then fine-tune the student with the result's tables for this many epochs and evaluate it "
                         "too (default: 0, the guide's workflow)")
@@ -40,21 +42,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stage_state(path, model: str, stage: str) -> str:
-    """'missing', 'partial' or 'complete'."""
+def _refuse_if_made_otherwise(path, recorded: dict, wanted: dict, what: str) -> None:
+    """An output is reused only if it was made with the options asked for now: else one error line."""
+    diff = [f"{k}={recorded.get(k)!r} (asked: {v!r})" for k, v in wanted.items() if recorded.get(k) != v]
+    if diff:
+        raise UserError(f"{path} was made with {', '.join(diff)}; pass another --out-dir for this run, or "
+                        f"delete it to {what}")
+
+
+def _stage_state(path, model: str, stage: str, args=None) -> str:
+    """'missing', 'partial' or 'complete'; a complete one made with other options than `args` is refused."""
     if not path.is_file():
         return "missing"
     meta = load_checkpoint(path, model=model, stage=stage)["meta"]
+    if args is not None:
+        _refuse_if_made_otherwise(path, meta, train_baselines.stage_options(args), f"redo the {stage} stage")
     return "complete" if meta.get("complete") else "partial"
 
 
-def _search_done(path) -> bool:
+def _search_done(cfg) -> bool:
+    path = cfg.result_path
     if not path.is_file():
         return False
     try:
-        return read_result(path).get("complete", False)
+        res = read_result(path)
     except UserError:  # a damaged result is searched again
         return False
+    if res.get("complete", False):
+        _refuse_if_made_otherwise(path, made_with(res.get("search", {}), res.get("problem", {})),
+                                  made_with(cfg.search_options(), cfg.problem.as_dict()), "search again")
+    return res.get("complete", False)
+
+
+def made_with(search_options: dict, problem: dict) -> dict:
+    """What makes a search's result what it is: not where its files are, nor how it is shown."""
+    return {**search_options, **{k: v for k, v in problem.items() if k not in COMMON_FLAGS}}
 
 
 def log_eval(args, cfg, test: dict, where: dict) -> None:
@@ -85,13 +107,15 @@ def main(argv=None) -> int:
 def run_stages(args, cfg, common: dict) -> None:
     for stage, epochs in (("float", args.epochs), ("qat", args.qat_epochs)):
         path = checkpoint_path(args.out_dir, args.model, stage)
-        state = _stage_state(path, args.model, stage)
+        stage_args = train_baselines.stage_args(stage, epochs=epochs, **common)
+        state = _stage_state(path, args.model, stage, stage_args)
         if state == "complete":
             print(f"[Pipeline] {stage}: {path} is complete, skipping (delete it to retrain)", flush=True)
             continue
-        train_baselines.train(train_baselines.stage_args(stage, epochs=epochs, resume=state == "partial", **common))
+        stage_args.resume = state == "partial"
+        train_baselines.train(stage_args)
 
-    if _search_done(cfg.result_path):
+    if _search_done(cfg):
         print(f"[Pipeline] search: {cfg.result_path} is complete, skipping (delete it to search again)", flush=True)
     else:
         search.run(cfg, resume=SearchCheckpoint(cfg.result_path).exists())

@@ -21,10 +21,10 @@ def result_path(out_dir: str | os.PathLike, result_file: str) -> Path:
     return p if p.is_absolute() else Path(out_dir) / RESULT_DIR / p
 
 
-def build_result(problem, *, algo: str, seed: int, options: dict, episodes_requested: int, best: dict | None,
-                 rewards: list, complete: bool, seconds: float, top: list = (), improvements: list = (),
-                 selection: dict | None = None) -> dict:
-    """The result file's content for a search on `problem` (envs/problem.TapProblem)."""
+def build_result(problem, *, search: dict, options: dict, best: dict | None, rewards: list, complete: bool,
+                 seconds: float, top: list = (), improvements: list = (), selection: dict | None = None) -> dict:
+    """The result file's content for a search on `problem` (envs/problem.TapProblem) with `search`, its
+    options (agents.search.SearchConfig.search_options) and `options`, the learner's hyperparameters."""
     cfg, layers = problem.config, problem.layers
     return {
         "format": FORMAT, "version": 1, "complete": complete,
@@ -38,12 +38,13 @@ def build_result(problem, *, algo: str, seed: int, options: dict, episodes_reque
         "calib_batches": cfg.calib_batches,
         "anchor": cfg.anchor,
         "tmax_rule": cfg.tmax_rule,
-        "problem": {k: v for k, v in cfg.as_dict().items() if k not in ("data", "cache_dir", "out_dir", "device")},
+        "problem": cfg.as_dict(),  # the whole ProblemConfig
+        "search": search,  # the whole search configuration: algo, episodes, seed, select_size, ...
         "backend": problem.kernels.name,
         "tmax": {n: problem.stats[n].tmax for n in layers},  # the rule's clip (search: where its moves start)
         "p90": {n: problem.stats[n].p90 for n in layers},
-        "algo": algo, "seed": seed, "options": options,
-        "episodes": len(rewards), "episodes_requested": episodes_requested,
+        "algo": search["algo"], "seed": search["seed"], "options": options,
+        "episodes": len(rewards), "episodes_requested": search["episodes"],
         "seconds": round(seconds, 2),
         "best": best,
         "selection": selection,  # how `best` was confirmed on held-out images (agents/selection.py), or None

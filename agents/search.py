@@ -60,11 +60,14 @@ class SearchConfig:
         name = self.result_file or f"{self.problem.model}_{self.algo}_result.json"
         return result_path(self.problem.out_dir, name)
 
+    def search_options(self) -> dict:
+        """How it searches (not the problem, nor how it is shown or logged): recorded in the result."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("wandb", "wandb_project",
+                                                                                      "no_progress", "problem")}
+
     def resume_options(self) -> dict:
-        """What a resumed search must share with the interrupted one (not how it is shown or logged)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("wandb", "wandb_project",
-                                                                                   "no_progress", "problem")}
-        return {**d, "problem": self.problem.as_dict()}
+        """What a resumed search must share with the interrupted one."""
+        return {**self.search_options(), "problem": self.problem.as_dict()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,7 +153,7 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     learner = None
 
     def result(complete: bool, best: dict | None = None, selection: dict | None = None) -> dict:
-        return build_result(problem, algo=cfg.algo, seed=cfg.seed, options=options, episodes_requested=cfg.episodes,
+        return build_result(problem, search=cfg.search_options(), options=options,
                             best=best or tracker.best, selection=selection, rewards=tracker.rewards,
                             top=tracker.top, improvements=tracker.improvements, complete=complete,
                             seconds=time.perf_counter() - t0)

@@ -107,6 +107,11 @@ class SweepSpec:
                     and isinstance(next(iter(spec.values())), list)):
                 raise UserError(f"sweep file {self.path}: sample.{key} must be one of "
                                 f"{{{'|'.join(SAMPLERS)}: [...]}}")
+        # Ray runs a trial in its own working directory: teachers named relative to this one are made absolute.
+        if "teacher" in self.options:
+            self.options["teacher"] = str(Path(self.options["teacher"]).resolve())
+        if isinstance(self.grid.get("teacher"), list):
+            self.grid["teacher"] = [str(Path(t).resolve()) for t in self.grid["teacher"]]
         self.common = common
         self.check()
 
@@ -135,8 +140,8 @@ class SweepSpec:
         for point in self.points():
             cfg = parse_search({**self.options, **point}, self.common, f"sweep file {self.path}")
             model = cfg.problem.model
-            if model not in seen:
-                seen.add(model)
+            if (model, cfg.problem.teacher) not in seen:
+                seen.add((model, cfg.problem.teacher))
                 if not cfg.problem.teacher_path.is_file():
                     raise UserError(f"sweep file {self.path}: no teacher for {model} at {cfg.problem.teacher_path}; "
                                     f"train it first: python -m agents.pipeline --model {model} --episodes 1")

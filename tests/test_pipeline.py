@@ -49,3 +49,19 @@ def test_pipeline_wandb_runs_form_one_group_with_the_eval_pictures(tmp_path, tin
     assert b"codes/conv1" in search_log
     eval_run = next(r for r, log in zip(runs, logs) if b"test_drop" in log)
     assert list(eval_run.rglob("*_layers*.png")) and list(eval_run.rglob("*_search*.png"))
+
+
+def test_a_rerun_with_other_flags_never_reuses_what_other_flags_made(tmp_path, tiny_tar, cache_dir, capsys):
+    argv = ["--epochs", "1", "--qat-epochs", "1", "--episodes", "8", "--algo", "random", "--search-size", "60",
+            "--calib-batches", "2", "--data", str(tiny_tar), "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path),
+            "--device", "cpu", "--no-progress"]
+    assert run_main(pipeline.main, argv) == 0
+    capsys.readouterr()
+    for extra, named in ((["--levels", "8"], "levels=16 (asked: 8)"), (["--seed", "1"], "seed=0 (asked: 1)"),
+                         (["--tmax-rule", "p99"], "(asked: 'p99')")):
+        assert run_main(pipeline.main, argv + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and named in err[0] and "--out-dir" in err[0]
+    argv[1] = "2"  # --epochs 2: the float teacher was trained for 1
+    assert run_main(pipeline.main, argv) == 2
+    assert "epochs=1 (asked: 2)" in capsys.readouterr().err

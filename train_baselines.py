@@ -217,7 +217,7 @@ def train(args, on_epoch_end=None) -> dict:
             model.observing = epoch <= max(1, args.epochs // 2)
         batches = iterate(train_x, train_y, args.batch_size, device, gen, train=True, crop_pad=args.crop_pad)
         bar = tqdm(batches, total=steps, desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch",
-                   disable=args.no_progress)
+                   disable=True if args.no_progress else None)  # None: a bar only on a terminal
         total_loss = train_epoch(model, bar, opt, sched, loss_of)
         val_acc = accuracy(model, val_x, val_y, device)
         secs = time.perf_counter() - t0

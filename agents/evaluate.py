@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from agents.result import read_result
+from agents.result import read_result, result_path
 from quant.qat import QuantNet, load_teacher
 from models import MODEL_NAMES
 from models.checkpoint import file_sha256
@@ -28,7 +28,9 @@ from models.metrics import accuracy
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-path", required=True, help="result file written by agents.search")
+    p.add_argument("--config-path", required=True,
+                   help="result file written by agents.search; a bare name is also looked for under "
+                        "<out-dir>/tri_ppo_int_codes/")
     p.add_argument("--model", default=None, choices=MODEL_NAMES, help="refuse a result file of another model")
     p.add_argument("--teacher", default=None, help="teacher checkpoint (default: the path in the result file)")
     p.add_argument("--student", default=None,
@@ -84,9 +86,15 @@ def evaluate_result(config_path, model: str | None = None, teacher: str | None =
     return {"teacher": acc_t, "student": acc_s, "drop": acc_t - acc_s}
 
 
+def find_result(config_path: str, out_dir: str) -> str:
+    """`config_path` as given, or, when that is no file, under <out_dir>/tri_ppo_int_codes/ where the search writes it."""
+    under = result_path(out_dir, config_path)
+    return str(under) if not Path(config_path).is_file() and under.is_file() else config_path
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    evaluate_result(args.config_path, args.model, args.teacher, args.data, args.cache_dir, args.device,
+    evaluate_result(find_result(args.config_path, args.out_dir), args.model, args.teacher, args.data, args.cache_dir, args.device,
                     student=args.student)
     return 0
 

@@ -11,6 +11,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
+LOG_EVERY = 100
+
 
 TOP_N = 20  # distinct configurations kept, best first: what the search-quality benchmark re-scores
 
@@ -38,7 +40,9 @@ class SearchTracker:
         self.top = list(top or [])
         self.improvements = list(improvements or [])
         self.logger = logger  # an SB3 Logger (TensorBoard, and W&B through sync_tensorboard)
-        self.bar = tqdm(total=episodes, initial=done, desc="[Search]", unit="ep", disable=not show_progress)
+        # A bar on a terminal; in a log (stderr not a terminal), one line per LOG_EVERY episodes instead.
+        self.bar = tqdm(total=episodes, initial=done, desc="[Search]", unit="ep", disable=None if show_progress else True)
+        self.log_lines = show_progress and self.bar.disable
 
     def on_episode(self, info: dict, step: int) -> None:
         self.episodes += 1
@@ -61,6 +65,9 @@ class SearchTracker:
             self.logger.dump(step)
         self.bar.set_postfix(best_reward=f"{self.best['reward']:.3f}", best_drop=f"{self.best['drop']:.2f}")
         self.bar.update(1)
+        if self.log_lines and self.episodes % LOG_EVERY == 0:
+            print(f"[Search] episode {self.episodes}/{self.episodes_target} | best reward {self.best['reward']:.3f} | "
+                  f"best drop {self.best['drop']:.2f}", flush=True)
         if self.on_checkpoint is not None and self.episodes % self.checkpoint_every == 0:
             self.on_checkpoint()
 

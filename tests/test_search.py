@@ -39,8 +39,9 @@ def test_real_learner_writes_a_valid_result_and_evaluate_reads_it(algo, episodes
     assert out[-1] == (f"[{algo.upper()}] Episode {episodes} | Teacher {b['acc_teacher']:.2f}% | "
                        f"Student {b['acc_student']:.2f}% | Drop {b['drop']:.2f}%")
     assert any(line.startswith(("[Search] kept the analytic tables", "[Search] chose the search's")) for line in out)
-    assert run_main(evaluate.main, ["--config-path", str(path), "--data", str(tiny_tar),
-                                    "--cache-dir", str(cache_dir)]) == 0
+    # the bare name the search took is found under <out-dir>/tri_ppo_int_codes/
+    assert run_main(evaluate.main, ["--config-path", path.name, "--out-dir", str(tiny_teacher), "--data",
+                                    str(tiny_tar), "--cache-dir", str(cache_dir)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("[Eval] Teacher ") and "| Student " in out[-1] and "| Drop " in out[-1]
     assert any("conv1" in l and "tmax" in l for l in out)
@@ -135,3 +136,20 @@ def test_evaluate_refuses_bad_result_files(tiny_teacher, tiny_tar, cache_dir, tm
     other = json.loads(json.dumps(good))
     other["model"] = "alexnet"
     assert "alexnet" in ev(other)
+
+
+def test_in_a_log_the_search_prints_a_line_per_100_episodes_instead_of_a_bar(capsys):
+    from agents.tracker import SearchTracker
+
+    tracker = SearchTracker(250, None, show_progress=True)  # pytest's stderr is not a terminal
+    assert tracker.bar.disable
+    info = {"reward": -1.0, "acc_teacher": 70.0, "acc_student": 69.0, "drop": 1.0, "att": 0.0,
+            "att_per_layer": {}, "kl": 0.0, "config": {"conv1": {"tmax": 9, "table": list(range(256))}}}
+    for step in range(250):
+        tracker.on_episode(info, step)
+    tracker.close()
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("[Search] episode")]
+    assert lines == ["[Search] episode 100/250 | best reward -1.000 | best drop 1.00",
+                     "[Search] episode 200/250 | best reward -1.000 | best drop 1.00"]
+    assert "\r" not in captured.err

@@ -26,14 +26,14 @@ from tqdm import tqdm
 from agents.result import finetune_source
 from agents.wandb_run import WANDB_MODES, start_wandb
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
-from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, save_checkpoint
+from models.checkpoint import checkpoint_path, file_sha256, load_checkpoint, load_float_model, save_checkpoint
 from models.cli import (add_common_args, non_negative_float, non_negative_int, positive_float, positive_int,
                         resolve_device, run_main)
 from models.batching import CROP_PAD, iterate
 from models.data import load_cifar10
 from models.errors import UserError
 from models.metrics import accuracy
-from models.training import make_optimizer, train_epoch
+from models.training import distillation_loss, make_optimizer, train_epoch
 from quant.finetune import ATTENTION_WEIGHT, KD_TEMPERATURE, KD_WEIGHT, TapStudent
 from quant.qat import DEFAULT_OBSERVER, OBSERVERS, QuantNet, load_teacher
 
@@ -44,6 +44,7 @@ WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.1
 MAX_CROP_PAD = 16  # half the 32-pixel CIFAR-10 image
 CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
+FLOAT_KD_WEIGHT = 1.0
 
 
 def crop_pad(text: str) -> int:
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "float":
             s.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS[stage],
                            help=f"float epochs (default {DEFAULT_EPOCHS[stage]})")
+            s.add_argument("--distill-from", default=None,
+                           help="a float checkpoint of the same model to distill from (its soft labels join the "
+                                "loss: --kd-weight, --kd-temperature); default: none, plain cross-entropy")
+            s.add_argument("--kd-weight", type=non_negative_float, default=FLOAT_KD_WEIGHT,
+                           help=f"with --distill-from: weight of the distillation loss (default {FLOAT_KD_WEIGHT})")
+            s.add_argument("--kd-temperature", type=positive_float, default=KD_TEMPERATURE,
+                           help=f"with --distill-from: its temperature (default {KD_TEMPERATURE})")
             s.add_argument("--batchnorm", choices=BATCHNORM_CHOICES, default=None,
                            help="BatchNorm while training: none, after each conv, or after all layers but the "
                                 "classifier; folded away when QAT starts (default: the model's, "
@@ -128,6 +136,9 @@ def stage_options(args) -> dict:
     opts["lr"] = args.lr or DEFAULT_LR[args.stage]
     if args.stage == "float":
         opts["batchnorm"] = args.batchnorm or DEFAULT_BATCHNORM[args.model]
+        if getattr(args, "distill_from", None):
+            opts.update(distill_from=file_sha256(args.distill_from), kd_weight=args.kd_weight,
+                        kd_temperature=args.kd_temperature)
     elif args.stage == "qat":
         opts["observer"] = args.observer
     else:
@@ -160,6 +171,10 @@ def train(args, on_epoch_end=None) -> dict:
     lr = args.lr or DEFAULT_LR[args.stage]
     label = LABEL[args.stage]
     source = None
+    distill_from = getattr(args, "distill_from", None)
+    if distill_from and not Path(distill_from).is_file():
+        raise UserError(f"--distill-from {distill_from}: no such float checkpoint; train one first with: "
+                        f"python train_baselines.py float --model {args.model} --out-dir <dir>")
     if args.stage == "student":
         if not args.config_path:
             raise UserError("train_baselines.py student needs --config-path <search result .json>")
@@ -204,6 +219,15 @@ def train(args, on_epoch_end=None) -> dict:
 
     if args.stage == "student":
         loss_of = model.loss
+    elif args.stage == "float" and args.distill_from:
+        ce = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+        distill_teacher = load_float_model(args.distill_from, args.model).to(device).eval()
+
+        def loss_of(xb, yb):
+            logits = model(xb)
+            with torch.no_grad():
+                t_logits = distill_teacher(xb)
+            return ce(logits, yb) + args.kd_weight * distillation_loss(logits, t_logits, args.kd_temperature)
     else:
         ce = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
         loss_of = lambda xb, yb: ce(model(xb), yb)  # noqa: E731

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from models import ATTENTION_LAYERS, build_model
+from models.training import distillation_loss
 from quant.attention import attention_map, map_distance
 from quant.qat import QuantNet
 
@@ -65,9 +66,7 @@ class TapStudent(QuantNet):
         with torch.no_grad():
             t_rec: dict = {}
             t_logits = self.teacher(x, record=t_rec)
-        temp = self.kd_temperature
-        kd = F.kl_div(F.log_softmax(logits / temp, 1), F.log_softmax(t_logits / temp, 1), log_target=True,
-                      reduction="batchmean") * temp * temp
+        kd = distillation_loss(logits, t_logits, self.kd_temperature)
         att = (torch.stack([map_distance(attention_map(rec[n]), attention_map(t_rec[n]))
                             for n in self.attention_layers]).mean()
                if self.attention_weight else logits.new_zeros(()))

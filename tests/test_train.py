@@ -133,3 +133,13 @@ def test_wandb_offline_run_holds_the_epoch_metrics(tmp_path, tiny_tar, cache_dir
     # two epochs of history (train_loss, val_acc, lr) and the summary's test accuracy.
     log = next(runs[0].glob("run-*.wandb")).read_bytes()
     assert log.count(b"train_loss") >= 2 and log.count(b"val_acc") >= 2 and b"test_acc" in log
+
+
+def test_float_distills_from_a_float_teacher_and_records_it(tiny_teacher, tmp_path, tiny_tar, cache_dir):
+    from models.checkpoint import file_sha256
+
+    src = tiny_teacher / "lenet5_float_unfused.pth"
+    meta = train(train_args("float", tmp_path, tiny_tar, cache_dir, distill_from=str(src), kd_weight=2.0))
+    assert meta["complete"] and meta["distill_from"] == file_sha256(src) and meta["kd_weight"] == 2.0
+    with pytest.raises(UserError, match="--distill-from .*no such float checkpoint"):
+        train(train_args("float", tmp_path, tiny_tar, cache_dir, distill_from=str(tmp_path / "missing.pth")))

@@ -45,6 +45,7 @@ LABEL_SMOOTHING = 0.1
 MAX_CROP_PAD = 16  # half the 32-pixel CIFAR-10 image
 CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
 FLOAT_KD_WEIGHT = 1.0
+DISTILL_EPOCHS = 0
 
 
 def crop_pad(text: str) -> int:
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "float":
             s.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS[stage],
                            help=f"float epochs (default {DEFAULT_EPOCHS[stage]})")
+            s.add_argument("--distill-epochs", type=non_negative_int, default=DISTILL_EPOCHS,
+                           help="first train a plain float model for this many epochs (into <out-dir>/distill/) "
+                                f"and distill from it; 0: plain training, the guide's (default {DISTILL_EPOCHS})")
             s.add_argument("--distill-from", default=None,
                            help="a float checkpoint of the same model to distill from (its soft labels join the "
                                 "loss: --kd-weight, --kd-temperature); default: none, plain cross-entropy")
@@ -136,7 +140,8 @@ def stage_options(args) -> dict:
     opts["lr"] = args.lr or DEFAULT_LR[args.stage]
     if args.stage == "float":
         opts["batchnorm"] = args.batchnorm or DEFAULT_BATCHNORM[args.model]
-        if getattr(args, "distill_from", None):
+        opts["distill_epochs"] = args.distill_epochs
+        if args.distill_from:
             opts.update(distill_from=file_sha256(args.distill_from), kd_weight=args.kd_weight,
                         kd_temperature=args.kd_temperature)
     elif args.stage == "qat":
@@ -165,12 +170,35 @@ def initial_model(args, data, device, source: dict | None = None):
     return qmodel
 
 
+def train_distill_teacher(args) -> Path:
+    """The plain float model a --distill-epochs run distills from: trained (or resumed, or reused when complete)
+    in <out-dir>/distill/ with the same flags and --distill-epochs epochs."""
+    teacher = argparse.Namespace(**{**vars(args), "out_dir": str(Path(args.out_dir) / "distill"),
+                                    "epochs": args.distill_epochs, "distill_epochs": 0, "distill_from": None,
+                                    "wandb": "disabled"})
+    path = checkpoint_path(teacher.out_dir, args.model, "float")
+    teacher.resume = path.is_file()
+    if teacher.resume:
+        meta = load_checkpoint(path, model=args.model, stage="float")["meta"]
+        if meta.get("complete"):
+            diff = [k for k, v in stage_options(teacher).items() if meta.get(k) != v]
+            if diff:
+                raise UserError(f"{path} (the model to distill from) was trained with other {', '.join(diff)}; "
+                                f"delete it, or pass another --out-dir")
+            return path
+    print(f"[Float] the model to distill from: {args.distill_epochs} plain epochs into {path}", flush=True)
+    train(teacher)
+    return path
+
+
 def train(args, on_epoch_end=None) -> dict:
     """Runs one stage; returns the final metadata. `on_epoch_end(epoch)` is a test hook."""
     device = resolve_device(args.device)
     lr = args.lr or DEFAULT_LR[args.stage]
     label = LABEL[args.stage]
     source = None
+    if args.stage == "float" and args.distill_epochs and not args.distill_from:
+        args.distill_from = str(train_distill_teacher(args))
     distill_from = getattr(args, "distill_from", None)
     if distill_from and not Path(distill_from).is_file():
         raise UserError(f"--distill-from {distill_from}: no such float checkpoint; train one first with: "

@@ -143,3 +143,14 @@ def test_float_distills_from_a_float_teacher_and_records_it(tiny_teacher, tmp_pa
     assert meta["complete"] and meta["distill_from"] == file_sha256(src) and meta["kd_weight"] == 2.0
     with pytest.raises(UserError, match="--distill-from .*no such float checkpoint"):
         train(train_args("float", tmp_path, tiny_tar, cache_dir, distill_from=str(tmp_path / "missing.pth")))
+
+
+def test_distill_epochs_trains_the_teacher_first_then_distills_from_it(tmp_path, tiny_tar, cache_dir):
+    from models.checkpoint import checkpoint_path, file_sha256
+
+    meta = train(train_args("float", tmp_path, tiny_tar, cache_dir, distill_epochs=1))
+    teacher = checkpoint_path(tmp_path / "distill", "lenet5", "float")
+    assert meta["complete"] and meta["distill_epochs"] == 1 and meta["distill_from"] == file_sha256(teacher)
+    assert load_checkpoint(teacher, "lenet5", "float")["meta"]["distill_epochs"] == 0
+    with pytest.raises(UserError, match="model to distill from.*other seed"):  # never silently reused
+        train(train_args("float", tmp_path, tiny_tar, cache_dir, distill_epochs=1, seed=1))

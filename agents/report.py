@@ -53,8 +53,10 @@ def plot_layers(res: dict, stats: dict, title: str, path: Path) -> None:
             hist_ax.axvline(x, color="black" if label.startswith(("p90", "tmax")) else "#c0392b", ls=style,
                             lw=1, label=label)
         levels = np.unique(table[: cfg["tmax"] + 1])
+        spent = ("every code up to tmax" if cfg["exact"]
+                 else f"code 0, then {cfg['n1']}, {cfg['n2']}, {cfg['n3']} per segment")
         hist_ax.plot(levels, np.full(len(levels), 0.7), "v", color="#c0392b", ms=4,
-                     label=f"{len(levels)} levels ({cfg['n1']}+{cfg['n2']}+{cfg['n3']} + 0)")
+                     label=f"{len(levels)} levels: {spent}")
         hist_ax.set_title(f"{name} ({res['record_points'].get(name, name)}): code histogram", fontsize=9)
         hist_ax.set_xlim(-1, top + 1)
         hist_ax.legend(fontsize=7, ncol=3, loc="upper right")

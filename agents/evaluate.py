@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from agents.result import read_result, result_path
+from agents.result import checked_teacher, read_checked, result_path
 from quant.qat import QuantNet, load_teacher
 from models import MODEL_NAMES
 from models.checkpoint import file_sha256
@@ -28,7 +29,7 @@ from models.metrics import accuracy
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-path", required=True,
+    p.add_argument("--config-path", default=None,
                    help="result file written by agents.search; a bare name is also looked for under "
                         "<out-dir>/tri_ppo_int_codes/")
     p.add_argument("--model", default=None, choices=MODEL_NAMES, help="refuse a result file of another model")
@@ -36,8 +37,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", default=None,
                    help="a student fine-tuned for this result (train_baselines.py student); default: the teacher "
                         "with the result's tables")
+    p.add_argument("--onnx", default=None,
+                   help="instead: evaluate a file written by agents.export with onnxruntime (the student it holds "
+                        "against the teacher its metadata names)")
     add_common_args(p)
     return p
+
+
+def evaluate_onnx(path, data=None, cache_dir=None, device: str = "auto", verbose: bool = True) -> dict:
+    """Test-set accuracy of an exported ONNX student (onnxruntime) and of the INT8 teacher it was made from."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError('agents.evaluate --onnx needs onnxruntime: pip install -e ".[export]"') from None
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found; write it with: python -m agents.export --config-path <result>.json")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for a bad file
+        raise UserError(f"{path} is not a model onnxruntime can load ({str(e).splitlines()[0]}); export it again") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if meta.get("format") != "tapquant-onnx":
+        raise UserError(f"{path} was not written by agents.export (no tapquant metadata); export it again")
+    if "result" in meta:
+        res = read_checked(meta["result"])
+        teacher_path = checked_teacher(res, meta["result"])
+    else:
+        teacher_path = Path(meta["teacher"])
+        if not teacher_path.is_file() or file_sha256(teacher_path) != meta["teacher_sha256"]:
+            raise UserError(f"the teacher {teacher_path} that {path} was exported from is missing or changed")
+    dev = resolve_device(device)
+    ds = load_cifar10(data, cache_dir)
+    acc_t = accuracy(load_teacher(teacher_path, meta["model"]).to(dev), ds.test_x, ds.test_y, dev)
+    pixels = ds.test_x.numpy()
+    pred = np.concatenate([session.run(None, {"pixels": pixels[i:i + 1000]})[0].argmax(1)
+                           for i in range(0, len(pixels), 1000)])
+    acc_s = 100.0 * float((pred == ds.test_y.numpy()).mean())
+    if verbose:
+        print(f"[Eval] onnxruntime {ort.__version__} | {path} | {meta['model']} | K={meta.get('levels', '-')} | "
+              f"tmax rule {meta.get('tmax_rule', '-')}")
+        print(f"[Eval] Teacher {acc_t:.2f}% | Student {acc_s:.2f}% | Drop {acc_t - acc_s + 0.0:.2f}%")
+    return {"teacher": acc_t, "student": acc_s, "drop": acc_t - acc_s, "predictions": pred}
 
 
 def load_student(path, config_path, res: dict) -> QuantNet:
@@ -57,16 +98,8 @@ def evaluate_result(config_path, model: str | None = None, teacher: str | None =
                     cache_dir=None, device: str = "auto", verbose: bool = True, student: str | None = None) -> dict:
     """Test-set accuracy of the INT8 teacher and of the student (the teacher with the result's tables,
     or a fine-tuned `student` checkpoint with them); prints the guide's lines when verbose."""
-    res = read_result(config_path)
-    if model and res["model"] != model:
-        raise UserError(f"{config_path} is a {res['model']} result, but --model is {model}")
-    teacher_path = Path(teacher or res["teacher"]["path"])
-    if not teacher_path.is_file():
-        raise UserError(f"teacher checkpoint {teacher_path} (named in {config_path}) not found; "
-                        f"pass --teacher with the checkpoint the search used")
-    if file_sha256(teacher_path) != res["teacher"]["sha256"]:
-        raise UserError(f"teacher {teacher_path} is not the checkpoint the search used (sha256 differs); "
-                        f"rerun the search with this teacher, or pass --teacher with the original one")
+    res = read_checked(config_path, model)
+    teacher_path = checked_teacher(res, config_path, teacher)
     dev = resolve_device(device)
     qnet = load_teacher(teacher_path, res["model"]).to(dev)
     student_net = load_student(student, config_path, res).to(dev) if student else qnet
@@ -94,6 +127,11 @@ def find_result(config_path: str, out_dir: str) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.onnx:
+        evaluate_onnx(args.onnx, args.data, args.cache_dir, args.device)
+        return 0
+    if not args.config_path:
+        raise UserError("agents.evaluate needs --config-path <result>.json (or --onnx <file>.onnx)")
     evaluate_result(find_result(args.config_path, args.out_dir), args.model, args.teacher, args.data, args.cache_dir, args.device,
                     student=args.student)
     return 0

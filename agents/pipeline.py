@@ -16,6 +16,7 @@ import time
 import train_baselines
 from agents import search
 from agents.evaluate import evaluate_result
+from agents.export import export
 from agents.report import report
 from agents.result import read_result
 from agents.resume import SearchCheckpoint
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=non_negative_int, default=0,
                    help="then fine-tune the student with the result's tables for this many epochs and evaluate it "
                         "too (default: 0, the guide's workflow)")
+    p.add_argument("--export", action="store_true",
+                   help="at the end, write the student as an integer ONNX model next to the result (agents.export)")
     add_config_args(p, ProblemConfig, skip=(*COMMON_FLAGS, "teacher"))  # the teacher is the one trained here
     add_config_args(p, search.SearchConfig)
     add_common_args(p)
@@ -132,6 +135,10 @@ def run_stages(args, cfg, common: dict) -> None:
                 "student", config_path=str(cfg.result_path), epochs=args.finetune_epochs,
                 resume=state == "partial", **common))
         evaluate_result(cfg.result_path, student=str(student), **where)
+    if args.export:
+        student = str(student) if args.finetune_epochs else None
+        for path in export(str(cfg.result_path), student=student, model=args.model):
+            print(f"[Export] wrote {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -101,16 +101,31 @@ def read_result(path: str | os.PathLike) -> dict:
     return res
 
 
-def finetune_source(config_path: str | os.PathLike, model: str | None = None) -> dict:
-    """What fine-tuning a student for a result needs, checked: the model, the teacher (path, sha256) that
-    must still be the one searched, the tables, and the result's own path and sha256."""
+def checked_teacher(res: dict, config_path, teacher: str | os.PathLike | None = None) -> Path:
+    """The teacher a result was searched on: `teacher`, else the path it names; refused unless its sha256 matches."""
+    path = Path(teacher or res["teacher"]["path"])
+    if not path.is_file():
+        raise UserError(f"teacher checkpoint {path} (named in {config_path}) not found; "
+                        f"pass --teacher with the checkpoint the search used")
+    if file_sha256(path) != res["teacher"]["sha256"]:
+        raise UserError(f"teacher {path} is not the checkpoint the search of {config_path} used (sha256 differs); "
+                        f"rerun the search with this teacher, or pass --teacher with the original one")
+    return path
+
+
+def read_checked(config_path: str | os.PathLike, model: str | None = None) -> dict:
+    """read_result, refusing a result of another model than `model` (when given)."""
     res = read_result(config_path)
     if model and res["model"] != model:
         raise UserError(f"{config_path} is a {res['model']} result, but --model is {model}")
-    teacher = Path(res["teacher"]["path"])
-    if not teacher.is_file() or file_sha256(teacher) != res["teacher"]["sha256"]:
-        raise UserError(f"the teacher {teacher} named in {config_path} is missing or not the one searched "
-                        f"(sha256 differs); rerun the search with the current teacher")
+    return res
+
+
+def finetune_source(config_path: str | os.PathLike, model: str | None = None) -> dict:
+    """What fine-tuning a student for a result needs, checked: the model, the teacher (path, sha256) that
+    must still be the one searched, the tables, and the result's own path and sha256."""
+    res = read_checked(config_path, model)
+    checked_teacher(res, config_path)
     return {"model": res["model"], "teacher": res["teacher"],
             "tables": {n: c["table"] for n, c in res["best"]["config"].items()},
             "result": {"path": str(Path(config_path).resolve()), "sha256": file_sha256(config_path)}}

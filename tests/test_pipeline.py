@@ -12,10 +12,12 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, tiny_tar, c
     assert "[Float] Test Acc" in out and "[QAT] Test Acc" in out and "[RANDOM] Episode 12 | Teacher" in out
     assert out.strip().splitlines()[-1].startswith("[Eval] Teacher ")
     assert read_result(tmp_path / "tri_ppo_int_codes" / "lenet5_random_result.json")["complete"]
-    assert run_main(pipeline.main, argv) == 0
+    assert run_main(pipeline.main, argv + ["--export"]) == 0
     out = capsys.readouterr().out
     assert out.count("skipping") == 3 and "[Float] Epoch" not in out
-    assert out.strip().splitlines()[-1].startswith("[Eval] Teacher ")
+    assert "[Eval] Teacher " in out and out.strip().splitlines()[-3:] == [
+        f"[Export] wrote {tmp_path / 'tri_ppo_int_codes' / f'lenet5_random_result{end}'}"
+        for end in (".onnx", "_tables.json", "_tables.h")]
 
 
 def test_pipeline_fine_tunes_the_student_and_prints_both_eval_lines(tmp_path, tiny_tar, cache_dir, capsys):

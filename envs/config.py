@@ -50,7 +50,8 @@ class ProblemConfig:
                          "guide's absolute decoding, docs/tap.md section 4)", choices=ANCHORS)
     search_size: int = option(5000, "search-split images: the first N of the validation split, never the test set",
                               type=positive_int)
-    tmax_rule: str = option("guide", RULE_HELP + " (quant/clip.py)")
+    # mse: chosen on held-out training images over 3 teachers and K = 16, 8, 4 (benchmarks/README.md, "Which clip")
+    tmax_rule: str = option("mse", RULE_HELP + " (quant/clip.py)")
     calib_batches: int = option(10, "training batches of 128 images for histograms, p90 and tmax", type=positive_int)
     backend: str = option("auto", "kernels that run the student: int8 (oneDNN, x86 CPU), float (the float "
                           "simulation, any device), auto (int8 where available)", choices=BACKENDS)

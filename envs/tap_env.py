@@ -145,7 +145,7 @@ class TapQuantEnv(gym.Env):
     | `kl_weight`        | `0.0`       | w_kl in the reward (0: the guide's reward) |
     | `layers`           | `None`      | layers to approximate; `None`: every quantized layer |
     | `anchor`           | `"analytic"` | what zeros decode to: `"analytic"` tables, or `"none"` (the guide's decoding) |
-    | `tmax_rule`        | `"guide"`   | each layer's clip: `"guide"` (p90 + 10), `"mse"`, `"pQ"` (e.g. `"p99.9"`), `"search"` |
+    | `tmax_rule`        | `"mse"`     | each layer's clip: `"guide"` (p90 + 10), `"mse"`, `"pQ"` (e.g. `"p99.9"`), `"search"` |
     | `search_size`      | `5000`      | search-split images (the first of the validation split) |
     | `calib_batches`    | `10`        | training batches of 128 for histograms, p90, tmax |
     | `backend`          | `"auto"`    | student kernels: `"int8"` (oneDNN, x86 CPU), `"float"`, `"auto"` |

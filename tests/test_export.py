@@ -120,3 +120,10 @@ def test_bad_input_is_one_error_line_and_nothing_written(result, tiny_teacher, t
     shutil.copy(tiny_teacher / "lenet5_qat_preconvert.pth", student)  # a QAT checkpoint, not a student
     assert "student" in refused("--config-path", str(result), "--student", str(student))
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.h"))
+
+
+def test_without_the_export_extra_the_command_says_how_to_install_it(result, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed
+    assert run_main(export.main, ["--config-path", str(result)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['error: agents.export needs onnx and onnxruntime: pip install -e ".[export]"']

@@ -141,7 +141,8 @@ def stage_options(args) -> dict:
     opts["lr"] = args.lr or DEFAULT_LR[args.stage]
     if args.stage == "float":
         opts["batchnorm"] = args.batchnorm or DEFAULT_BATCHNORM[args.model]
-        opts["distill_epochs"] = args.distill_epochs
+        if args.distill_epochs:  # options left off are not recorded: older checkpoints compare equal
+            opts["distill_epochs"] = args.distill_epochs
         if args.distill_from:
             opts.update(distill_from=file_sha256(args.distill_from), kd_weight=args.kd_weight,
                         kd_temperature=args.kd_temperature)

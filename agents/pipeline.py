@@ -71,6 +71,9 @@ def _search_done(cfg) -> bool:
         res = read_result(path)
     except UserError:  # a damaged result is searched again
         return False
+    if res.get("complete", False) and "search" not in res:
+        raise UserError(f"{path} was made by an older TapQuant that did not record its options; pass another "
+                        f"--out-dir for this run, or delete it to search again")
     if res.get("complete", False):
         _refuse_if_made_otherwise(path, made_with(res.get("search", {}), res.get("problem", {})),
                                   made_with(cfg.search_options(), cfg.problem.as_dict()), "search again")

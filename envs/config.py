@@ -1,10 +1,11 @@
 """What a TAP search scores: one dataclass for the env, its scorer and every command.
 
 `ProblemConfig`'s fields are the env's keyword arguments
-(`gym.make("TapQuant-LeNet5-v0", levels=8)`), what `TapProblem` is built
+(`gym.make("TapQuant-LeNet5-v1", levels=8)`), what `TapProblem` is built
 from, and the flags of `agents.search` and `agents.pipeline` (generated from
-the fields by models/cli.add_config_args). Defaults are the guide's: K = 16,
-w_att = 50, 10 calibration batches; tmax_rule picks each layer's clip (quant/clip.py).
+the fields by models/cli.add_config_args). Defaults: the guide's K = 16,
+w_att = 50 and 10 calibration batches; each layer's clip by the `mse` rule
+(quant/clip.py; the guide's p90 + 10 is `tmax_rule="guide"`).
 """
 
 from __future__ import annotations

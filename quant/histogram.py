@@ -18,7 +18,7 @@ class CodeStats:
 
     counts: np.ndarray  # (256,) int64, code histogram over the calibration batches
     p90: int
-    tmax: int
+    tmax: int  # the layer's clip: the guide's p90 + 10 here; a TapProblem sets its rule's (quant/clip.py)
 
     @property
     def total(self) -> int:

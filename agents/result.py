@@ -33,8 +33,10 @@ def build_result(problem, *, search: dict, options: dict, best: dict | None, rew
         "levels": cfg.levels, "attention_weight": cfg.attention_weight,
         "layers": layers, "attention_layers": problem.attention_layers,
         "record_points": {n: problem.qnet.stages[problem.qnet.stage_index(n)].record_point for n in layers},
-        "search_split": {"source": "validation split of the training set (models/data.py, fixed seed)",
-                         "size": cfg.search_size, "data_hash": problem.data_hash},
+        "search_split": {"source": "validation split of the training set (models/data.py, fixed seed), then "
+                                   "training images after the calibration batches",
+                         "size": cfg.search_size, "training_images": problem.search_train_images,
+                         "data_hash": problem.data_hash},
         "calib_batches": cfg.calib_batches,
         "anchor": cfg.anchor,
         "tmax_rule": cfg.tmax_rule,

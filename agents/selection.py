@@ -35,14 +35,15 @@ ALPHA = 0.05
 DEFAULT_SIZE = 20000
 
 
-def selection_size(requested: int | None, data, calib_images: int) -> int:
-    """The selection images to use: `requested`, or DEFAULT_SIZE (fewer on a small data set) when None."""
-    available = len(data.split()[0]) - calib_images
+def selection_size(requested: int | None, data, used: int) -> int:
+    """The selection images to use: `requested`, or DEFAULT_SIZE (fewer on a small data set) when None;
+    `used`: the training images that calibration and the search split take first."""
+    available = len(data.split()[0]) - used
     if requested is None:
         return max(0, min(DEFAULT_SIZE, available))
     if requested > available:
-        raise UserError(f"--select-size {requested} exceeds the {available} training images left after calibration; "
-                        f"pass at most {available}, or 0 to keep the search split's best")
+        raise UserError(f"--select-size {requested} exceeds the {available} training images left after calibration "
+                        f"and the search split; pass at most {available}, or 0 to keep the search split's best")
     return requested
 
 
@@ -73,7 +74,7 @@ class Selection(Correctness):
     def __init__(self, problem, size: int | None):
         cfg = problem.config
         data = load_cifar10(cfg.data, cfg.cache_dir)
-        self.size = selection_size(size, data, cfg.calib_batches * CALIB_BATCH_SIZE)
+        self.size = selection_size(size, data, cfg.calib_batches * CALIB_BATCH_SIZE + problem.search_train_images)
         idx = data.selection_indices(self.size)
         super().__init__(problem, data.train_x[idx], data.train_y[idx])
 

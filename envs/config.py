@@ -49,8 +49,8 @@ class ProblemConfig:
     anchor: str = option("analytic", "what an action of zeros decodes to: analytic (each layer's TAP of least "
                          "squared code error, quant/analytic.py; actions are corrections around it) or none (the "
                          "guide's absolute decoding, docs/tap.md section 4)", choices=ANCHORS)
-    search_size: int = option(5000, "search-split images: the first N of the validation split, never the test set",
-                              type=positive_int)
+    search_size: int = option(5000, "search-split images: the first N of the validation split (5,000), then the "
+                              "training images after the calibration batches; never the test set", type=positive_int)
     # mse: chosen on held-out training images over 3 teachers and K = 16, 8, 4 (benchmarks/README.md, "Which clip")
     tmax_rule: str = option("mse", RULE_HELP + " (quant/clip.py)")
     calib_batches: int = option(10, "training batches of 128 images for histograms, p90 and tmax", type=positive_int)

@@ -79,10 +79,16 @@ class TapProblem:
 
         data = load_cifar10(config.data, config.cache_dir)
         self.data_hash = data.source_hash
-        _, val_idx = data.split()
-        if config.search_size > len(val_idx):
-            raise UserError(f"search size {config.search_size} exceeds the {len(val_idx)} validation images")
-        self.search_idx = val_idx[: config.search_size]
+        train_idx, val_idx = data.split()
+        # Past the validation split, the search split goes on with the training images that follow the
+        # calibration batches in the fixed order (models/data.py); the selection images are the last ones.
+        calib = config.calib_batches * CALIB_BATCH_SIZE
+        self.search_train_images = max(0, config.search_size - len(val_idx))
+        if calib + self.search_train_images > len(train_idx):
+            raise UserError(f"search size {config.search_size} exceeds the {len(val_idx)} validation images plus "
+                            f"the {len(train_idx) - calib} training images left after calibration")
+        self.search_idx = torch.cat([val_idx[: config.search_size],
+                                     data.calibration_indices(calib + self.search_train_images)[calib:]])
         self.stats = calibration_stats(self.qnet, data, config.calib_batches, self.torch_device)
         self.solvers = {n: AnalyticSolver(self.stats[n].counts, config.levels) for n in self.layers}
         for n in self.layers:  # each approximated layer's clip by the rule (quant/clip.py); p90 stays

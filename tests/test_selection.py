@@ -75,3 +75,23 @@ def test_too_many_selection_images_is_one_clear_error(tiny_teacher, tiny_tar, ca
     with pytest.raises(UserError, match="exceeds the 284 training images left after calibration"):
         search.main(["--algo", "random", "--episodes", "5", "--select-size", "100000",
                      *common(tiny_teacher, tiny_tar, cache_dir)])
+
+
+def test_a_search_split_past_the_validation_images_takes_training_images_no_one_else_uses(tiny_teacher, tiny_tar,
+                                                                                         cache_dir):
+    from envs.config import ProblemConfig
+    from envs.problem import CALIB_BATCH_SIZE, TapProblem
+    from models.data import load_cifar10
+
+    kw = dict(out_dir=str(tiny_teacher), data=str(tiny_tar), cache_dir=str(cache_dir), calib_batches=2, levels=8)
+    problem = TapProblem(ProblemConfig(search_size=100, **kw))
+    data = load_cifar10(tiny_tar, cache_dir)
+    train_idx, val_idx = data.split()
+    search = set(problem.search_idx.tolist())
+    calibration = set(data.calibration_indices(2 * CALIB_BATCH_SIZE).tolist())
+    sel = Selection(problem, None)
+    selection = set(data.selection_indices(sel.size).tolist())
+    assert len(search) == 100 and set(val_idx.tolist()) <= search and problem.search_train_images == 100 - len(val_idx)
+    assert not search & calibration and not search & selection and sel.size == len(train_idx) - 2 * CALIB_BATCH_SIZE - 40
+    with pytest.raises(UserError, match="exceeds the 60 validation images plus the 284 training images"):
+        TapProblem(ProblemConfig(search_size=60 + 285, **kw))

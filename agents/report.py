@@ -45,9 +45,11 @@ def plot_layers(res: dict, stats: dict, title: str, path: Path) -> None:
     for (hist_ax, table_ax), name in zip(axes, layers):
         cfg, st = res["best"]["config"][name], stats[name]
         table = np.asarray(cfg["table"])
-        top = min(255, max(cfg["tmax"] + 20, int(np.nonzero(st.counts)[0].max(initial=0))))
+        # The region the table acts on, with a margin past tmax; the rest of the tail is one number.
+        top = min(255, cfg["tmax"] + max(8, cfg["tmax"] // 5))
         codes = np.arange(top + 1)
-        hist_ax.bar(codes, np.maximum(st.counts[: top + 1], 0.5), width=1.0, color="#8fa8c8", log=True)
+        hist_ax.bar(codes, np.maximum(st.counts[: top + 1], 0.5), width=1.0, color="#8fa8c8", log=True,
+                    label=f"{int(st.counts[top + 1:].sum())} codes above {top} not shown")
         for x, style, label in ((st.p90, ":", f"p90 {st.p90}"), (cfg["tmax"], "-", f"tmax {cfg['tmax']}"),
                                 (cfg["b1"], "--", f"b1 {cfg['b1']}"), (cfg["b2"], "--", f"b2 {cfg['b2']}")):
             hist_ax.axvline(x, color="black" if label.startswith(("p90", "tmax")) else "#c0392b", ls=style,

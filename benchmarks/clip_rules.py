@@ -28,7 +28,6 @@ import contextlib
 import io
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 

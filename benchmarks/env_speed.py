@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import envs  # noqa: E402,F401
-from agents import search  # noqa: E402
-from models.cli import run_main  # noqa: E402
-from models.data import default_data_path  # noqa: E402
-from quant.kernels import Int8Stages  # noqa: E402
+import envs  # noqa: F401  (registers the TapQuant-* ids)
+from agents import search
+from models.cli import run_main
+from models.data import default_data_path
+from quant.kernels import Int8Stages
 
 
 def main() -> None:

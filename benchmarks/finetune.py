@@ -17,27 +17,25 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import train_baselines  # noqa: E402
-from agents import search  # noqa: E402
-from agents.evaluate import evaluate_result  # noqa: E402
-from agents.result import read_result  # noqa: E402
-from envs.config import ProblemConfig  # noqa: E402
-from models.batching import iterate  # noqa: E402
-from models.checkpoint import checkpoint_path, load_float_model  # noqa: E402
-from models.data import default_data_path, load_cifar10  # noqa: E402
-from models.metrics import predict  # noqa: E402
-from models.training import make_optimizer, train_epoch  # noqa: E402
-from quant.finetune import TapStudent  # noqa: E402
-from quant.integer import export_int8, integer_predict  # noqa: E402
-from quant.qat import QuantNet, load_teacher  # noqa: E402
+import train_baselines
+from agents import search
+from agents.evaluate import evaluate_result
+from agents.result import read_result
+from envs.config import ProblemConfig
+from models.batching import iterate
+from models.checkpoint import checkpoint_path, load_float_model
+from models.data import default_data_path, load_cifar10
+from models.metrics import predict
+from models.training import make_optimizer, train_epoch
+from quant.finetune import TapStudent
+from quant.integer import export_int8, integer_predict
+from quant.qat import QuantNet, load_teacher
 
 
 def search_result(args, levels: int) -> Path:

@@ -16,19 +16,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents import search  # noqa: E402
-from agents.selection import Correctness  # noqa: E402
-from envs.config import ProblemConfig  # noqa: E402
-from envs.problem import CALIB_BATCH_SIZE, TapProblem  # noqa: E402
-from models.data import load_cifar10  # noqa: E402
-from quant.tap import TapParams  # noqa: E402
+from agents import search
+from agents.selection import Correctness
+from envs.config import ProblemConfig
+from envs.problem import CALIB_BATCH_SIZE, TapProblem
+from models.data import load_cifar10
+from quant.tap import TapParams
 
 HELD_OUT = 20000
 VARIANTS = {  # name: (ProblemConfig overrides, SearchConfig overrides)

@@ -74,7 +74,7 @@ def main() -> int:
             print(f"{t} n={size}: clips {[q.tmax for q in params.values()]} (mse {[q.tmax for q in base.analytic.values()]}), "
                   f"split gain {rows[size]['split_gain'][-1]:+.2f} pt, held-out gain {100 * rows[size]['held'][-1].mean():+.2f}, "
                   f"test gain {100 * rows[size]['test'][-1].mean():+.2f}, {res['seconds']:.0f} s", flush=True)
-    print(f"\n| search-split images | split gain over mse | held-out gain [95 % CI] | test gain [95 % CI] | search time |")
+    print("\n| search-split images | split gain over mse | held-out gain [95 % CI] | test gain [95 % CI] | search time |")
     print("|---|---|---|---|---|")
     for size, r in rows.items():
         print(f"| {size} | {np.mean(r['split_gain']):+.2f} | {gain_ci(r['held'])} | {gain_ci(r['test'])} | "

@@ -27,23 +27,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents import search  # noqa: E402
-from agents.compare import plot_curves  # noqa: E402
-from agents.result import read_result  # noqa: E402
-from agents.selection import Correctness  # noqa: E402
-from agents.sweep import SweepSpec, parse_search, trial_result_file  # noqa: E402
-from envs.problem import TapProblem  # noqa: E402
-from models.cli import run_main  # noqa: E402
-from models.data import load_cifar10  # noqa: E402
-from models.errors import UserError  # noqa: E402
-from quant.tap import TapParams  # noqa: E402
+from agents import search
+from agents.compare import plot_curves
+from agents.result import read_result
+from agents.selection import Correctness
+from agents.sweep import SweepSpec, parse_search, trial_result_file
+from envs.problem import TapProblem
+from models.cli import run_main
+from models.data import load_cifar10
+from models.errors import UserError
+from quant.tap import TapParams
 
 BOOTSTRAP = 4000
 

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from agents.sweep import SweepSpec, _flag, trial_result_file  # noqa: E402
+from agents.sweep import SweepSpec, _flag, trial_result_file
 
 
 def main() -> int:

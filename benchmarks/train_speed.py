@@ -23,7 +23,6 @@ import argparse
 import copy
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,14 +31,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, build_model  # noqa: E402
-from models.batching import iterate  # noqa: E402
-from models.data import default_data_path, load_cifar10  # noqa: E402
-from quant.qat import QuantNet  # noqa: E402
-from models.training import make_optimizer, sgd_step, train_epoch  # noqa: E402
-from train_baselines import DEFAULT_LR, LABEL_SMOOTHING, WEIGHT_DECAY  # noqa: E402
+from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, build_model
+from models.batching import iterate
+from models.data import default_data_path, load_cifar10
+from quant.qat import QuantNet
+from models.training import make_optimizer, sgd_step, train_epoch
+from train_baselines import DEFAULT_LR, LABEL_SMOOTHING, WEIGHT_DECAY
 
 
 def epoch_seconds(model, x, y, stage: str, batch_size: int = 128) -> float:

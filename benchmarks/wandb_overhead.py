@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents import search  # noqa: E402
-from envs.config import ProblemConfig  # noqa: E402
+from agents import search
+from envs.config import ProblemConfig
 
 
 def main() -> int:

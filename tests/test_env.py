@@ -183,3 +183,15 @@ def test_a_backend_the_device_cannot_run_is_a_clear_error(tiny_teacher, tiny_tar
 def test_missing_teacher_names_the_command(tmp_path, tiny_tar, cache_dir):
     with pytest.raises(UserError, match="python train_baselines.py qat --model lenet5"):
         TapQuantEnv(**env_kwargs(tmp_path, tiny_tar, cache_dir))
+
+
+def test_the_reward_uses_the_configured_weights(tiny_teacher, tiny_tar, cache_dir):
+    from envs.reward import guide_reward
+
+    env = TapQuantEnv(**env_kwargs(tiny_teacher, tiny_tar, cache_dir, levels=4, attention_weight=7.0, kl_weight=3.0))
+    env.reset(seed=0)
+    for _ in range(4):
+        _, r, term, _, info = env.step(np.full(4, -1.0, dtype=np.float32))  # a harsh table: every term > 0
+    assert term and info["att"] > 0 and info["kl"] > 0
+    assert r == pytest.approx(-(info["drop"] + 7.0 * info["att"] + 3.0 * info["kl"]))
+    assert r == guide_reward(info["drop"], info["att"], 7.0, info["kl"], 3.0)

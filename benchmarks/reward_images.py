@@ -1,7 +1,7 @@
 """Can more search images make an accuracy-in-the-loop clip choice hold? The search rule on 5,000 vs more images.
 
     python benchmarks/reward_images.py --teachers outputs/teachers/seed0 outputs/teachers/seed1 outputs/teachers/seed2
-                                       [--levels 8] [--sizes 5000 23000] [--algo greedy] [--episodes 1000]
+                                       [--levels 8] [--sizes 5000 23000] [--algo ppo] [--episodes 1000]
 
 For each teacher and search-split size, `--algo` searches with
 `--tmax-rule search` (the clip in the action) and keeps the search split's
@@ -44,7 +44,7 @@ def main() -> int:
     p.add_argument("--teachers", nargs="+", required=True)
     p.add_argument("--levels", type=int, default=8)
     p.add_argument("--sizes", type=int, nargs="+", default=[5000, 23000])
-    p.add_argument("--algo", default="greedy")
+    p.add_argument("--algo", default="ppo")
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--data", default=None)
     args = p.parse_args()

@@ -1,10 +1,13 @@
 """The quantization lower bound of LeNet-5: test drop against K, per clip rule, before and after fine-tuning.
 
     python -m agents.sweep sweeps/lower_bound.yaml
-    python benchmarks/lower_bound.py outputs/sweeps/lower_bound/results.json [--png docs/img/lower_bound.png]
+    python benchmarks/lower_bound.py outputs/sweeps/lower_bound/results.json [more.json ...] [--png docs/img/lower_bound.png]
 
 Reads the sweep's rows (one per teacher, K and rule), averages over the
-teachers, prints a Markdown table (mean ± sd) and draws drop against K.
+teachers, prints a Markdown table (mean ± sd) and draws drop against K. A
+later file's row replaces an earlier one of the same teacher, K and rule
+(a rerun of some trials, e.g. fine-tuning with another recipe); a row's
+`finetune_lr`, when present, is named in the legend.
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ from agents.compare import group_rows
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", help="the sweep's results.json")
+    p.add_argument("results", nargs="+", help="the sweep's results.json, then any reruns")
     p.add_argument("--png", default="docs/img/lower_bound.png")
     args = p.parse_args()
-    rows = json.loads(Path(args.results).read_text())
+    merged = {}
+    for path in args.results:
+        for r in json.loads(Path(path).read_text()):
+            merged[(r.get("teacher"), r["levels"], r["tmax_rule"])] = r
+    rows = list(merged.values())
     groups = group_rows(rows, ("tmax_rule", "levels"))
     rules = sorted({r for r, _ in groups})
     levels = sorted({k for _, k in groups})
@@ -49,7 +56,9 @@ def main() -> int:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for rule, color in zip(rules, ("#c0392b", "#2c6fbb", "#27ae60", "#8e44ad")):
-        for key, style, label in (("test_drop", "-", rule), ("finetuned_drop", "--", f"{rule} + 3 epochs fine-tuning")):
+        lrs = sorted({r["finetune_lr"] for r in rows if r["tmax_rule"] == rule and "finetune_lr" in r})
+        tuned = f"{rule} + 3 epochs fine-tuning" + (f" (lr {', '.join(map(str, lrs))})" if lrs else "")
+        for key, style, label in (("test_drop", "-", rule), ("finetuned_drop", "--", tuned)):
             pts = [(k, stat(rule, k, key)) for k in levels if stat(rule, k, key)]
             if pts:
                 ks, s = zip(*pts)

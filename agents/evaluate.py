@@ -61,12 +61,9 @@ def evaluate_onnx(path, data=None, cache_dir=None, device: str = "auto", verbose
     if meta.get("format") != "tapquant-onnx":
         raise UserError(f"{path} was not written by agents.export (no tapquant metadata); export it again")
     if "result" in meta:
-        res = read_checked(meta["result"])
-        teacher_path = checked_teacher(res, meta["result"])
-    else:
-        teacher_path = Path(meta["teacher"])
-        if not teacher_path.is_file() or file_sha256(teacher_path) != meta["teacher_sha256"]:
-            raise UserError(f"the teacher {teacher_path} that {path} was exported from is missing or changed")
+        teacher_path = checked_teacher(read_checked(meta["result"]), meta["result"])
+    else:  # the teacher alone: its metadata names it the way a result does
+        teacher_path = checked_teacher({"teacher": {"path": meta["teacher"], "sha256": meta["teacher_sha256"]}}, path)
     dev = resolve_device(device)
     ds = load_cifar10(data, cache_dir)
     acc_t = accuracy(load_teacher(teacher_path, meta["model"]).to(dev), ds.test_x, ds.test_y, dev)

@@ -26,6 +26,10 @@ ALGOS = ["ppo", "a2c", "sac", "td3", "ddpg", "trpo", "random", "analytic", "gree
 # configuration's score). PPO: 16-episode rollouts and lr 3e-3, so 1000
 # episodes give ~60 updates; on LeNet-5 this beat 32-episode rollouts at lr
 # 1e-3 on the best search reward for each of 3 seeds (benchmarks/README.md).
+# Off-policy replay buffers hold 20,000 steps (5,000 LeNet-5 episodes) rather than SB3's 1,000,000: the same
+# learner for searches that size, and a checkpoint of megabytes, not hundreds.
+OFF_POLICY_BUFFER = 20_000
+
 DEFAULTS = {
     "ppo": dict(n_steps=64, batch_size=64, n_epochs=10, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
                 ent_coef=0.0, policy_kwargs=dict(net_arch=[64, 64], log_std_init=-0.5)),
@@ -33,12 +37,12 @@ DEFAULTS = {
                 policy_kwargs=dict(net_arch=[64, 64], log_std_init=-0.5)),
     "trpo": dict(n_steps=128, batch_size=64, learning_rate=1e-3, gamma=1.0, gae_lambda=1.0,
                  policy_kwargs=dict(net_arch=[64, 64], log_std_init=-0.5)),
-    "sac": dict(learning_starts=200, batch_size=64, gamma=1.0, train_freq=4, gradient_steps=4,
-                learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64])),
-    "td3": dict(learning_starts=200, batch_size=64, gamma=1.0, train_freq=4, gradient_steps=4,
-                learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64])),
-    "ddpg": dict(learning_starts=200, batch_size=64, gamma=1.0, train_freq=4, gradient_steps=4,
-                 learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64])),
+    "sac": dict(learning_starts=200, buffer_size=OFF_POLICY_BUFFER, batch_size=64, gamma=1.0, train_freq=4,
+                gradient_steps=4, learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64])),
+    "td3": dict(learning_starts=200, buffer_size=OFF_POLICY_BUFFER, batch_size=64, gamma=1.0, train_freq=4,
+                gradient_steps=4, learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64])),
+    "ddpg": dict(learning_starts=200, buffer_size=OFF_POLICY_BUFFER, batch_size=64, gamma=1.0, train_freq=4,
+                gradient_steps=4, learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64])),
     "random": {},
     "analytic": {},  # agents/baselines.py: no learner
     "greedy": {},

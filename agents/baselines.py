@@ -53,20 +53,33 @@ def episode_info(problem, params: dict[str, TapParams]) -> dict:
     return info
 
 
-def run_analytic(problem, tracker, seed: int = 0) -> None:
+def run_analytic(problem, tracker, seed: int = 0, saved=None) -> None:
     tracker.on_episode(episode_info(problem, problem.analytic), 1)
 
 
-def run_greedy(problem, tracker, seed: int = 0) -> None:
+def run_greedy(problem, tracker, seed: int = 0, saved=None) -> None:
     """Coordinate search from the analytic tables; every scorer call is one episode of the budget.
 
     Layer by layer, it scores every neighbour of the layer's current TAP and
     moves to the best one if it beats the best reward so far; rounds repeat
     until a whole round improves nothing or the budget is spent.
+
+    It is deterministic, so a resumed search replays its moves from the
+    tracker's reward history (the first calls are answered from it, unscored)
+    and needs no saved state of its own.
     """
+    replay = list(tracker.rewards)
+
+    def score(params: dict) -> dict:
+        if replay:
+            return {"reward": replay.pop(0)}
+        info = episode_info(problem, params)
+        tracker.on_episode(info, tracker.episodes + 1)
+        tracker.at_boundary()
+        return info
+
     current = problem.analytic
-    best = episode_info(problem, current)
-    tracker.on_episode(best, 1)
+    best = score(current)
     improved = True
     while improved and not tracker.finished:
         improved = False
@@ -75,8 +88,7 @@ def run_greedy(problem, tracker, seed: int = 0) -> None:
             for cand in neighbours(current[name], move_clip=problem.action_dim == 5):
                 if tracker.finished:
                     return
-                info = episode_info(problem, {**current, name: cand})
-                tracker.on_episode(info, tracker.episodes + 1)
+                info = score({**current, name: cand})
                 tried.append((info["reward"], cand))
             if tried and max(r for r, _ in tried) > best["reward"]:
                 reward, cand = max(tried, key=lambda rc: rc[0])
@@ -85,15 +97,20 @@ def run_greedy(problem, tracker, seed: int = 0) -> None:
                 improved = True
 
 
-def run_tpe(problem, tracker, seed: int = 0) -> None:
-    """Optuna's TPE sampler (seeded) maximising the search reward, one trial per episode."""
+def run_tpe(problem, tracker, seed: int = 0, saved=None) -> None:
+    """Optuna's TPE sampler (seeded) maximising the search reward, one trial per episode.
+
+    The checkpoint holds the in-memory study (its trials and the sampler's
+    generator), pickled as Optuna documents for saving a study; `saved` is it.
+    """
     try:
         import optuna
     except ImportError:
         raise UserError("--algo tpe needs Optuna: pip install -e . (it is a dependency) or pip install optuna") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        study = saved or optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        tracker.algo_state = lambda: study
         while not tracker.finished:
             trial = study.ask()
             params = {n: problem.decode(n, [trial.suggest_float(f"{n}.a{k}", -1.0, 1.0)
@@ -102,6 +119,7 @@ def run_tpe(problem, tracker, seed: int = 0) -> None:
             info = episode_info(problem, params)
             study.tell(trial, info["reward"])
             tracker.on_episode(info, tracker.episodes + 1)
+            tracker.at_boundary()
     except (optuna.exceptions.OptunaError, ValueError) as e:
         raise UserError(f"the TPE search (Optuna) failed: {e}; try another --seed or --algo random") from None
 

@@ -28,7 +28,7 @@ def group_rows(rows: list[dict], by: tuple[str, ...]) -> dict[tuple, list[dict]]
 def swept_keys(rows: list[dict]) -> tuple[str, ...]:
     """The options that vary between rows, seed excluded (numbers and file names are not options)."""
     skip = set(NUMBERS) | {"seed", "trial", "result_file", "test_teacher", "test_student", "finetuned_student",
-                           "search_seconds"}
+                           "search_seconds", "node"}
     keys = sorted({k for r in rows for k in r} - skip)
     return tuple(k for k in keys if len({json.dumps(r.get(k)) for r in rows}) > 1)
 

@@ -18,14 +18,12 @@ from agents import search
 from agents.evaluate import evaluate_result
 from agents.export import export
 from agents.report import report
-from agents.result import read_result
 from agents.resume import SearchCheckpoint
 from agents.wandb_run import start_wandb, wandb_group
 from envs.config import ProblemConfig
-from models.checkpoint import checkpoint_path, load_checkpoint
+from models.checkpoint import checkpoint_path, stage_state
 from models.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int,
                         positive_int, run_main)
-from models.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,46 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, search.SearchConfig)
     add_common_args(p)
     return p
-
-
-def _refuse_if_made_otherwise(path, recorded: dict, wanted: dict, what: str) -> None:
-    """An output is reused only if it was made with the options asked for now: else one error line."""
-    diff = [f"{k}={recorded.get(k)!r} (asked: {v!r})" for k, v in wanted.items() if recorded.get(k) != v]
-    if diff:
-        raise UserError(f"{path} was made with {', '.join(diff)}; pass another --out-dir for this run, or "
-                        f"delete it to {what}")
-
-
-def _stage_state(path, model: str, stage: str, args=None) -> str:
-    """'missing', 'partial' or 'complete'; a complete one made with other options than `args` is refused."""
-    if not path.is_file():
-        return "missing"
-    meta = load_checkpoint(path, model=model, stage=stage)["meta"]
-    if args is not None:
-        _refuse_if_made_otherwise(path, meta, train_baselines.stage_options(args), f"redo the {stage} stage")
-    return "complete" if meta.get("complete") else "partial"
-
-
-def _search_done(cfg) -> bool:
-    path = cfg.result_path
-    if not path.is_file():
-        return False
-    try:
-        res = read_result(path)
-    except UserError:  # a damaged result is searched again
-        return False
-    if res.get("complete", False) and "search" not in res:
-        raise UserError(f"{path} was made by an older TapQuant that did not record its options; pass another "
-                        f"--out-dir for this run, or delete it to search again")
-    if res.get("complete", False):
-        _refuse_if_made_otherwise(path, made_with(res.get("search", {}), res.get("problem", {})),
-                                  made_with(cfg.search_options(), cfg.problem.as_dict()), "search again")
-    return res.get("complete", False)
-
-
-def made_with(search_options: dict, problem: dict) -> dict:
-    """What makes a search's result what it is: not where its files are, nor how it is shown."""
-    return {**search_options, **{k: v for k, v in problem.items() if k not in COMMON_FLAGS}}
 
 
 def log_eval(args, cfg, test: dict, where: dict) -> None:
@@ -114,14 +72,14 @@ def run_stages(args, cfg, common: dict) -> None:
     for stage, epochs in (("float", args.epochs), ("qat", args.qat_epochs)):
         path = checkpoint_path(args.out_dir, args.model, stage)
         stage_args = train_baselines.stage_args(stage, epochs=epochs, **common)
-        state = _stage_state(path, args.model, stage, stage_args)
+        state = stage_state(path, args.model, stage, train_baselines.stage_options(stage_args))
         if state == "complete":
             print(f"[Pipeline] {stage}: {path} is complete, skipping (delete it to retrain)", flush=True)
             continue
         stage_args.resume = state == "partial"
         train_baselines.train(stage_args)
 
-    if _search_done(cfg):
+    if search.completed(cfg):
         print(f"[Pipeline] search: {cfg.result_path} is complete, skipping (delete it to search again)", flush=True)
     else:
         search.run(cfg, resume=SearchCheckpoint(cfg.result_path).exists())
@@ -130,7 +88,7 @@ def run_stages(args, cfg, common: dict) -> None:
     log_eval(args, cfg, test, where)
     if args.finetune_epochs:
         student = checkpoint_path(args.out_dir, args.model, "student", cfg.result_path.stem)
-        state = _stage_state(student, args.model, "student")
+        state = stage_state(student, args.model, "student")
         if state == "complete":
             print(f"[Pipeline] student: {student} is complete, skipping (delete it to fine-tune again)", flush=True)
         else:

@@ -3,7 +3,7 @@
     python -m agents.search --model lenet5 --episodes 1000 --result-file lenet5_ppo_result.json
 
 Writes <out-dir>/tri_ppo_int_codes/<result-file> (docs/tap.md section 7),
-TensorBoard logs under <out-dir>/tb/, and, every 100 episodes, a checkpoint
+TensorBoard logs under <out-dir>/tb/, and, every --checkpoint-every episodes, a checkpoint
 that `--resume` continues from (agents/resume.py).
 """
 
@@ -20,15 +20,16 @@ import numpy as np
 import envs  # noqa: F401  (registers the TapQuant-* ids)
 from agents.algos import ALGOS, algo_class, hyperparams
 from agents.baselines import BASELINES
-from agents.result import build_result, result_path, write_result
-from agents.resume import CHECKPOINT_EVERY, SearchCheckpoint
+from agents.result import build_result, read_result, result_path, write_result
+from agents.resume import SearchCheckpoint, set_rng_state, set_space_state, space_state
 from agents.selection import Selection, confirm
 from agents.tracker import SearchTracker, TrackerCallback
 from agents.wandb_run import WANDB_MODES, start_wandb
 from envs import ENV_IDS
 from envs.config import ProblemConfig
 from envs.problem import TapProblem
-from models.cli import (add_common_args, add_config_args, config_from_args, non_negative_int, option,
+from models.checkpoint import refuse_if_made_otherwise
+from models.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int, option,
                         positive_int, run_main)
 from models.errors import UserError
 
@@ -54,6 +55,8 @@ class SearchConfig:
     wandb: str = option("disabled", "Weights & Biases: offline needs no account or network", choices=WANDB_MODES)
     wandb_project: str | None = option(None, "W&B project; None means $WANDB_PROJECT, else tapquant")
     no_progress: bool = option(False, "no progress bar", action="store_true")
+    checkpoint_every: int = option(100, "episodes between checkpoints that --resume continues from",
+                                   type=positive_int)
 
     @property
     def result_path(self) -> Path:
@@ -62,12 +65,15 @@ class SearchConfig:
 
     def search_options(self) -> dict:
         """How it searches (not the problem, nor how it is shown or logged): recorded in the result."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("wandb", "wandb_project",
-                                                                                      "no_progress", "problem")}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in SHOWN_ONLY}
 
     def resume_options(self) -> dict:
         """What a resumed search must share with the interrupted one."""
         return {**self.search_options(), "problem": self.problem.as_dict()}
+
+
+# Options that change how a search is shown, logged or saved, never its result.
+SHOWN_ONLY = ("wandb", "wandb_project", "no_progress", "checkpoint_every", "problem")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,9 +90,16 @@ def make_logger(tb_dir: Path):
     return configure(str(tb_dir), ["tensorboard"])
 
 
-def run_random(env, tracker: SearchTracker, seed: int) -> None:
-    """Uniform random actions: the baseline every RL search must beat."""
+def run_random(env, tracker: SearchTracker, seed: int, saved=None) -> None:
+    """Uniform random actions: the baseline every RL search must beat.
+
+    Every env plays its 4-step episode in lockstep, so after each step that
+    ends them is a boundary; the checkpoint holds the action space's generator.
+    """
     env.action_space.seed(seed)
+    if saved is not None:
+        set_space_state(env.action_space, saved)
+    tracker.algo_state = lambda: space_state(env.action_space)
     env.reset()
     step = 0
     while not tracker.finished:
@@ -94,6 +107,8 @@ def run_random(env, tracker: SearchTracker, seed: int) -> None:
         _, _, dones, infos = env.step(actions)
         step += env.num_envs
         tracker.update(infos, dones, step)
+        if all(dones):
+            tracker.at_boundary()
 
 
 def make_vec_env(cfg: SearchConfig, problem: TapProblem):
@@ -129,7 +144,7 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
 
     params = hyperparams(cfg.algo, cfg.problem.model, ENV_IDS[cfg.problem.model], cfg.hyperparams)
     ckpt = SearchCheckpoint(cfg.result_path)
-    state = ckpt.load_state(cfg.resume_options()) if resume else None
+    state = ckpt.load(cfg.resume_options()) if resume else None
     # Build the problem once here: clear errors (missing teacher, bad data) before any subprocess starts.
     problem = TapProblem(cfg.problem)
     # The held-out check of the final choice: built now, so a bad --select-size fails before the search.
@@ -147,7 +162,7 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     logger = make_logger(Path(cfg.problem.out_dir) / "tb" / cfg.result_path.stem / time.strftime("run-%Y%m%d-%H%M%S"))
     t = state["tracker"] if state else {}
     tracker = SearchTracker(cfg.episodes, logger, show_progress=not cfg.no_progress, done=t.get("episodes", 0),
-                            best=t.get("best"), rewards=t.get("rewards"), checkpoint_every=CHECKPOINT_EVERY,
+                            best=t.get("best"), rewards=t.get("rewards"), checkpoint_every=cfg.checkpoint_every,
                             top=t.get("top"), improvements=t.get("improvements"))
     t0 = time.perf_counter() - (state["seconds"] if state else 0.0)
     learner = None
@@ -162,28 +177,37 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
         if tracker.best is None:
             return
         write_result(cfg.result_path, result(complete=False))
-        ckpt.save({"options": cfg.resume_options(), "tracker": tracker.state(),
-                   "seconds": time.perf_counter() - t0}, learner)
+        ckpt.save({"options": cfg.resume_options(), "tracker": tracker.state(), "seconds": time.perf_counter() - t0},
+                  learner, tracker.algo_state() if tracker.algo_state else None)
 
     tracker.on_checkpoint = checkpoint
+    saved = state["algo"] if state else None
     try:
         if cfg.algo == "random":
-            run_random(env, tracker, cfg.seed + tracker.episodes)
+            if state:
+                set_rng_state(state["rng"])
+            run_random(env, tracker, cfg.seed, saved)
         elif cfg.algo in BASELINES:
-            BASELINES[cfg.algo](problem, tracker, cfg.seed)
+            if state:
+                set_rng_state(state["rng"])
+            BASELINES[cfg.algo](problem, tracker, cfg.seed, saved)
         else:
             cls = algo_class(cfg.algo)
-            learner = ckpt.load_learner(cls, env) if state else None
-            if learner is None:
+            # The whole run's step budget, the same on resume (a learner's schedules depend on it).
+            n_steps = len(problem.layers) * (cfg.episodes + 8 * cfg.n_envs)
+            if state:
+                learner = ckpt.load_learner(state, cls, env)
+                env.reset()  # the checkpoint was taken with every env at an episode's start
+                set_rng_state(state["rng"])  # after loading, which reseeds
+            else:
                 try:
                     learner = cls("MlpPolicy", env, seed=cfg.seed, device="cpu", verbose=0, **params)
                 except TypeError as e:
                     raise UserError(f"bad hyperparameter for {cfg.algo}: {e}") from None
             learner.set_logger(logger)
-            n_steps = len(problem.layers) * (cfg.episodes - tracker.episodes + 8 * cfg.n_envs)
-            learner.learn(total_timesteps=n_steps, callback=TrackerCallback(tracker), reset_num_timesteps=not state)
-    except KeyboardInterrupt:
-        checkpoint()
+            learner.learn(total_timesteps=n_steps - learner.num_timesteps, callback=TrackerCallback(tracker),
+                          reset_num_timesteps=not state)
+    except KeyboardInterrupt:  # the last checkpoint stands: only a boundary's state resumes exactly
         tracker.close()
         raise
     finally:
@@ -217,6 +241,29 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     print(f"[{cfg.algo.upper()}] Episode {tracker.episodes} | Teacher {b['acc_teacher']:.2f}% | "
           f"Student {b['acc_student']:.2f}% | Drop {b['drop']:.2f}%", flush=True)
     return res
+
+
+def completed(cfg: SearchConfig) -> bool:
+    """Whether `cfg`'s result file holds a complete search made with `cfg`'s options (reused, not searched
+    again); one made with other options is refused in one line. A damaged or partial one is not complete."""
+    path = cfg.result_path
+    try:
+        res = read_result(path) if path.is_file() else {}
+    except UserError:
+        return False
+    if not res.get("complete", False):
+        return False
+    if "search" not in res:
+        raise UserError(f"{path} was made by an older TapQuant that did not record its options; pass another "
+                        f"--out-dir for this run, or delete it to search again")
+    refuse_if_made_otherwise(path, made_with(res["search"], res.get("problem", {})),
+                             made_with(cfg.search_options(), cfg.problem.as_dict()), "search again")
+    return True
+
+
+def made_with(search_options: dict, problem: dict) -> dict:
+    """What makes a search's result what it is: not where its files are, nor how it is shown."""
+    return {**search_options, **{k: v for k, v in problem.items() if k not in COMMON_FLAGS}}
 
 
 def main(argv=None) -> int:

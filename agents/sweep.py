@@ -197,33 +197,47 @@ def trial_key(params: dict) -> str:
 
 
 def run_trial(config: dict) -> None:
-    """Ray Tune function trainable: one search (+ fine-tuning) and its test eval; reports the numbers once."""
+    """Ray Tune function trainable: one search (+ fine-tuning) and its test eval; reports the numbers once.
+
+    Idempotent, so Ray may restart it after a killed worker or driver: a complete search is reused, an
+    interrupted one resumes exactly from its checkpoint, and so does the fine-tuning.
+    """
+    import ray
     from ray import tune
 
     from agents import search
     from agents.evaluate import evaluate_result
+    from agents.result import read_result
     from agents.resume import SearchCheckpoint
     import train_baselines
-    from models.checkpoint import checkpoint_path
+    from models.checkpoint import checkpoint_path, stage_state
 
     spec, params = config["_spec"], {k: v for k, v in config.items() if k != "_spec"}
     key = trial_key(params)
     cfg = parse_search({**spec["options"], **params, "result_file": trial_result_file(spec["common"], spec["name"], params),
                         "no_progress": True, "wandb": "disabled"}, spec["common"], "trial")
+    if not cfg.problem.teacher_path.is_file():  # a node that does not see the shared --out-dir
+        raise UserError(f"node {ray.util.get_node_ip_address()}: no teacher at {cfg.problem.teacher_path}; every node "
+                        f"must see --out-dir, --data and the cache at the same path (README: Scale out)")
     path = cfg.result_path
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    res = search.run(cfg, resume=SearchCheckpoint(path).exists())  # a restarted trial continues its search
+    if search.completed(cfg):
+        res = read_result(path)
+    else:
+        res = search.run(cfg, resume=SearchCheckpoint(path).exists())
     where = {k: spec["common"].get(k) for k in ("data", "cache_dir", "device")}
     ev = evaluate_result(path, verbose=False, **where)
     best = res["best"]
     out = {"trial": key, "result_file": str(path), "search_reward": best["reward"], "search_drop": best["drop"],
            "test_teacher": ev["teacher"], "test_student": ev["student"], "test_drop": ev["drop"],
-           "search_seconds": res["seconds"]}
+           "search_seconds": res["seconds"], "node": ray.get_runtime_context().get_node_id()}
     if spec["finetune"]:
         student = checkpoint_path(spec["common"]["out_dir"], cfg.problem.model, "student", path.stem)
-        train_baselines.train(parse_finetune(spec["finetune"], path, spec["common"], "trial",
-                                             resume=student.is_file()))
+        state = stage_state(student, cfg.problem.model, "student")
+        if state != "complete":
+            train_baselines.train(parse_finetune(spec["finetune"], path, spec["common"], "trial",
+                                                 resume=state == "partial"))
         ev2 = evaluate_result(path, verbose=False, student=str(student), **where)
         out.update(finetuned_student=ev2["student"], finetuned_drop=ev2["drop"])
     out["seconds"] = time.perf_counter() - t0
@@ -362,7 +376,7 @@ def sweep(args) -> list[dict]:
 
 
 METRICS = ("trial", "result_file", "search_reward", "search_drop", "test_teacher", "test_student", "test_drop",
-           "search_seconds", "finetuned_student", "finetuned_drop", "seconds")
+           "search_seconds", "finetuned_student", "finetuned_drop", "seconds", "node")
 
 
 def main(argv=None) -> int:

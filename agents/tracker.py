@@ -30,10 +30,13 @@ class SearchTracker:
                  best: dict | None = None, rewards: list | None = None, checkpoint_every: int = 100,
                  top: list | None = None, improvements: list | None = None):
         self.episodes_target = episodes
-        # Called every `checkpoint_every` finished episodes, whichever learner runs
-        # (set by the search once its checkpoint function exists).
+        # Set by the search: saves a checkpoint. Due every `checkpoint_every` finished episodes, it runs at
+        # the runner's next boundary (`at_boundary`), where the runner's whole state can be saved.
         self.on_checkpoint = None
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_due = False
+        # Set by a learner-free runner whose state must be saved (a callable returning it).
+        self.algo_state = None
         self.episodes = done
         self.best = best  # the best episode's summary (reward terms + config)
         self.rewards = list(rewards or [])
@@ -68,8 +71,14 @@ class SearchTracker:
         if self.log_lines and self.episodes % LOG_EVERY == 0:
             print(f"[Search] episode {self.episodes}/{self.episodes_target} | best reward {self.best['reward']:.3f} | "
                   f"best drop {self.best['drop']:.2f}", flush=True)
-        if self.on_checkpoint is not None and self.episodes % self.checkpoint_every == 0:
+        if self.episodes % self.checkpoint_every == 0:
+            self.checkpoint_due = True
+
+    def at_boundary(self) -> None:
+        """Called by the runner where every env is at an episode's start; saves a checkpoint if one is due."""
+        if self.checkpoint_due and self.on_checkpoint is not None:
             self.on_checkpoint()
+        self.checkpoint_due = False
 
     def _keep_top(self, info: dict) -> None:
         entry = {"reward": float(info["reward"]), "drop": float(info["drop"]), "att": float(info["att"]),
@@ -97,12 +106,22 @@ class SearchTracker:
 
 
 class TrackerCallback(BaseCallback):
-    """Feeds finished episodes to the tracker and stops learning at the episode budget."""
+    """Feeds finished episodes to the tracker and stops learning at the episode budget.
+
+    A rollout's start is the learner's boundary (nothing half-collected) when
+    the last step ended every env's episode: there the tracker may checkpoint.
+    """
 
     def __init__(self, tracker: SearchTracker):
         super().__init__()
         self.tracker = tracker
+        self._episodes_aligned = True
+
+    def _on_rollout_start(self) -> None:
+        if self._episodes_aligned:
+            self.tracker.at_boundary()
 
     def _on_step(self) -> bool:
         self.tracker.update(self.locals["infos"], self.locals["dones"], self.num_timesteps)
+        self._episodes_aligned = bool(np.all(self.locals["dones"]))
         return not self.tracker.finished

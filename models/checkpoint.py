@@ -100,3 +100,23 @@ def load_float_model(path: str | os.PathLike, model: str):
                         f"belong to another BatchNorm placement or model); retrain it with: python "
                         f"train_baselines.py float --model {model}") from None
     return net
+
+
+def refuse_if_made_otherwise(path, recorded: dict, wanted: dict, what: str) -> None:
+    """An output is reused only if it was made with the options asked for now: else one error line."""
+    diff = [f"{k}={recorded.get(k)!r} (asked: {v!r})" for k, v in wanted.items() if recorded.get(k) != v]
+    if diff:
+        raise UserError(f"{path} was made with {', '.join(diff)}; pass another --out-dir for this run, or "
+                        f"delete it to {what}")
+
+
+def stage_state(path, model: str, stage: str, options: dict | None = None) -> str:
+    """A training stage's output: 'missing', 'partial' or 'complete'. One made with other `options`
+    (train_baselines.stage_options) than asked is refused rather than reused or resumed."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    meta = load_checkpoint(path, model=model, stage=stage)["meta"]
+    if options is not None:
+        refuse_if_made_otherwise(path, meta, options, f"redo the {stage} stage")
+    return "complete" if meta.get("complete") else "partial"

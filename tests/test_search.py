@@ -6,6 +6,7 @@ import pytest
 
 from agents import evaluate, search
 from agents.result import read_result
+from agents.resume import SearchCheckpoint
 from models.cli import run_main
 from models.errors import UserError
 from tests.conftest import ROOT
@@ -68,8 +69,12 @@ def test_search_resumes_after_interruption(tiny_teacher, tiny_tar, cache_dir, mo
     monkeypatch.setattr(search.SearchTracker, "on_episode", interrupt_at_150)
     args = ["--algo", "ppo", "--episodes", "200", "--result-file", "res.json", *common(tiny_teacher, tiny_tar, cache_dir)]
     assert run_main(search.main, args) == 130
-    ckpt = tiny_teacher / "tri_ppo_int_codes" / "res.ckpt"
-    assert json.loads((ckpt / "tracker.json").read_text())["tracker"]["episodes"] == 150
+    # the last boundary after episode 100: a rollout's start (PPO collects 16 episodes a rollout)
+    state = SearchCheckpoint(tiny_teacher / "tri_ppo_int_codes" / "res.json").load(search.SearchConfig(
+        problem=search.ProblemConfig(out_dir=str(tiny_teacher), data=str(tiny_tar), cache_dir=str(cache_dir),
+                                     search_size=60, calib_batches=2),
+        algo="ppo", episodes=200, result_file="res.json").resume_options())
+    assert state["tracker"]["episodes"] == 112 and state["learner"]
     assert not read_result(tiny_teacher / "tri_ppo_int_codes" / "res.json")["complete"]
     monkeypatch.setattr(search.SearchTracker, "on_episode", real)
     assert run_main(search.main, args + ["--resume"]) == 0

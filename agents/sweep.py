@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -318,6 +319,29 @@ def _absolute(common: dict) -> dict:
     return out
 
 
+def connect_ray(ray, address: str | None) -> None:
+    """ray.init on `address` (None: a local Ray), or one error line naming the address and the fix.
+
+    A host:port is tried with a plain TCP connection first, so an unreachable
+    cluster fails in seconds instead of Ray's own retries."""
+    fix = ("start one with: ray start --head, and with token authentication set RAY_AUTH_MODE=token and its token "
+           "here too (README: Scale out); or leave out --address for a local Ray")
+    if address and address != "auto":
+        hostport = address.split("://", 1)[-1]
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"--address {address}: expected auto, host:port or ray://host:port")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as e:
+            raise UserError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}); {fix}") from None
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--address {address}: cannot connect to Ray ({first}); {fix}") from None
+
+
 def sweep(args) -> list[dict]:
     """Runs (or resumes) the sweep; writes and returns its results table."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no experiment tables, our bar only
@@ -339,7 +363,7 @@ def sweep(args) -> list[dict]:
         raise UserError(f"sweep {spec.name!r} already ran in {folder}; pass --resume to continue it, "
                         f"or delete the folder to start again")
 
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    connect_ray(ray, args.address)
     callbacks = [_progress_callback(spec.n_trials, not args.no_progress)]
     if args.wandb != "disabled":
         callbacks.append(_wandb_callback(args.wandb, args.wandb_project, spec.name, folder))

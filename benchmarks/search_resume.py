@@ -65,7 +65,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher-dir", required=True)
     p.add_argument("--data", default=None)
-    p.add_argument("--algos", nargs="+", default=["ppo", "tpe", "random"])
+    p.add_argument("--algos", nargs="*", default=["ppo", "tpe", "random"])
     p.add_argument("--kills", type=int, default=5)
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--seed", type=int, default=3)
@@ -94,7 +94,8 @@ def main() -> int:
         print(f"{algo}: uninterrupted {wall:.1f}s; " + "; ".join(
             f"killed at {at:.1f}s, resumed after episode {ep}: {'equal' if same else f'DIFFERENT from {first}'}"
             for at, ep, same, first in rows), flush=True)
-    print(f"equal: {equal_total}/{args.kills * len(args.algos)}", flush=True)
+    if args.algos and args.kills:
+        print(f"equal: {equal_total}/{args.kills * len(args.algos)}", flush=True)
 
     if args.overhead_pairs:
         times = {"every 100": [], "never": []}

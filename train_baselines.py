@@ -23,15 +23,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from agents.result import finetune_source
-from agents.wandb_run import WANDB_MODES, start_wandb
+from quant.result import finetune_source
+from common.wandb_run import WANDB_MODES, start_wandb
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
-from models.checkpoint import checkpoint_path, file_sha256, load_checkpoint, load_float_model, save_checkpoint
-from models.cli import (add_common_args, non_negative_float, non_negative_int, positive_float, positive_int,
+from common.files import file_sha256
+from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, save_checkpoint
+from common.cli import (add_common_args, non_negative_float, non_negative_int, positive_float, positive_int,
                         resolve_device, run_main)
 from models.batching import CROP_PAD, iterate
 from models.data import load_cifar10
-from models.errors import UserError
+from common.errors import UserError
 from models.metrics import accuracy
 from models.training import distillation_loss, make_optimizer, train_epoch
 from quant.finetune import ATTENTION_WEIGHT, KD_TEMPERATURE, KD_WEIGHT, TapStudent

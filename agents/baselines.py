@@ -1,5 +1,9 @@
-"""Learner-free baselines for the TAP search: `analytic`, `greedy` and `tpe`.
+"""Learner-free searches for the TAP search: `random`, `analytic`, `greedy` and `tpe`.
 
+Each is called as run(problem, env, tracker, seed, saved) (agents/algos.py).
+
+  * random: uniform random actions on the vec env: the baseline every RL
+    search must beat.
   * analytic: per layer, the TAP whose table minimises the histogram-weighted
     squared code error, sum_c h[c] (T[c] - c)^2, over every parameter set the
     action decoder can produce (docs/tap.md section 4). No accuracy feedback:
@@ -19,8 +23,10 @@ The analytic TAP itself is quant/analytic.py.
 
 from __future__ import annotations
 
+import numpy as np
 
-from models.errors import UserError
+from agents.resume import set_space_state, space_state
+from common.errors import UserError
 from quant.tap import TapParams, build_table
 
 
@@ -53,11 +59,11 @@ def episode_info(problem, params: dict[str, TapParams]) -> dict:
     return info
 
 
-def run_analytic(problem, tracker, seed: int = 0, saved=None) -> None:
+def run_analytic(problem, env, tracker, seed: int = 0, saved=None) -> None:
     tracker.on_episode(episode_info(problem, problem.analytic), 1)
 
 
-def run_greedy(problem, tracker, seed: int = 0, saved=None) -> None:
+def run_greedy(problem, env, tracker, seed: int = 0, saved=None) -> None:
     """Coordinate search from the analytic tables; every scorer call is one episode of the budget.
 
     Layer by layer, it scores every neighbour of the layer's current TAP and
@@ -97,7 +103,7 @@ def run_greedy(problem, tracker, seed: int = 0, saved=None) -> None:
                 improved = True
 
 
-def run_tpe(problem, tracker, seed: int = 0, saved=None) -> None:
+def run_tpe(problem, env, tracker, seed: int = 0, saved=None) -> None:
     """Optuna's TPE sampler (seeded) maximising the search reward, one trial per episode.
 
     The checkpoint holds the in-memory study (its trials and the sampler's
@@ -124,4 +130,22 @@ def run_tpe(problem, tracker, seed: int = 0, saved=None) -> None:
         raise UserError(f"the TPE search (Optuna) failed: {e}; try another --seed or --algo random") from None
 
 
-BASELINES = {"analytic": run_analytic, "greedy": run_greedy, "tpe": run_tpe}
+def run_random(problem, env, tracker, seed: int = 0, saved=None) -> None:
+    """Uniform random actions: the baseline every RL search must beat.
+
+    Every env plays its 4-step episode in lockstep, so after each step that
+    ends them is a boundary; the checkpoint holds the action space's generator.
+    """
+    env.action_space.seed(seed)
+    if saved is not None:
+        set_space_state(env.action_space, saved)
+    tracker.algo_state = lambda: space_state(env.action_space)
+    env.reset()
+    step = 0
+    while not tracker.finished:
+        actions = np.stack([env.action_space.sample() for _ in range(env.num_envs)])
+        _, _, dones, infos = env.step(actions)
+        step += env.num_envs
+        tracker.update(infos, dones, step)
+        if all(dones):
+            tracker.at_boundary()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.checkpoint import atomic_write
+from common.files import atomic_write
 
 NUMBERS = ("search_reward", "search_drop", "test_drop", "finetuned_drop", "seconds")
 

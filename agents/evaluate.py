@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.result import checked_teacher, read_checked, result_path
+from quant.result import checked_teacher, read_checked, result_path, tables_label
 from quant.qat import QuantNet, load_teacher
 from models import MODEL_NAMES
-from models.checkpoint import file_sha256
-from models.cli import add_common_args, resolve_device, run_main
+from common.files import file_sha256
+from common.cli import add_common_args, resolve_device, run_main
 from models.data import load_cifar10
-from models.errors import UserError
+from common.errors import UserError
 from models.metrics import accuracy
 
 
@@ -104,7 +104,7 @@ def evaluate_result(config_path, model: str | None = None, teacher: str | None =
     tables = {n: torch.tensor(c["table"], dtype=torch.uint8, device=dev).float()
               for n, c in res["best"]["config"].items()}
     say = print if verbose else (lambda *a, **k: None)
-    say(f"[Eval] {res['model']} | K={res['levels']} | tmax rule {res.get('tmax_rule', 'guide')} | algo {res.get('algo')} | "
+    say(f"[Eval] {res['model']} | K={res['levels']} | tmax rule {res.get('tmax_rule', 'guide')} | {tables_label(res)} | "
         f"{res.get('episodes')} episodes | teacher {teacher_path}" + (f" | student {student}" if student else ""))
     for name, c in res["best"]["config"].items():
         note = " (exact: tmax < K)" if c["exact"] else ""

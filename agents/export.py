@@ -23,12 +23,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from agents.evaluate import find_result, load_student
-from agents.result import checked_teacher, read_checked
+from quant.result import checked_teacher, read_checked
 from models import MODEL_NAMES
-from models.checkpoint import atomic_write, checkpoint_path, file_sha256
-from models.cli import add_common_args, run_main
+from common.files import atomic_write, file_sha256
+from models.checkpoint import checkpoint_path
+from common.cli import add_common_args, run_main
 from models.data import CLASSES
-from models.errors import UserError
+from common.errors import UserError
 from quant.integer import export_int8
 from quant.qat import load_teacher
 

@@ -19,10 +19,10 @@ from agents.evaluate import evaluate_result
 from agents.export import export
 from agents.report import report
 from agents.resume import SearchCheckpoint
-from agents.wandb_run import start_wandb, wandb_group
+from common.wandb_run import start_wandb, wandb_group
 from envs.config import ProblemConfig
 from models.checkpoint import checkpoint_path, stage_state
-from models.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int,
+from common.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int,
                         positive_int, run_main)
 
 

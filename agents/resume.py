@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import atomic_write
-from models.errors import UserError
+from common.files import atomic_write
+from common.errors import UserError
 
 CHECKPOINT_EVERY = 100  # episodes; saved at the first boundary after each multiple
 FORMAT = "tapquant-search-checkpoint/2"

@@ -18,20 +18,19 @@ import gymnasium as gym
 import numpy as np
 
 import envs  # noqa: F401  (registers the TapQuant-* ids)
-from agents.algos import ALGOS, algo_class, hyperparams
-from agents.baselines import BASELINES
-from agents.result import build_result, read_result, result_path, write_result
-from agents.resume import SearchCheckpoint, set_rng_state, set_space_state, space_state
+from agents.algos import ALGOS, algo_help, hyperparams
+from quant.result import build_result, read_result, result_path, write_result
+from agents.resume import SearchCheckpoint, set_rng_state
 from agents.selection import Selection, confirm
 from agents.tracker import SearchTracker, TrackerCallback
-from agents.wandb_run import WANDB_MODES, start_wandb
+from common.wandb_run import WANDB_MODES, start_wandb
 from envs import ENV_IDS
 from envs.config import ProblemConfig
 from envs.problem import TapProblem
 from models.checkpoint import refuse_if_made_otherwise
-from models.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int, option,
+from common.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int, option,
                         positive_int, run_main)
-from models.errors import UserError
+from common.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,7 @@ class SearchConfig:
     """One search run: the problem it scores and how it searches it."""
 
     problem: ProblemConfig = field(default_factory=ProblemConfig)
-    algo: str = option("ppo", "learner: ppo, a2c, sac, td3, ddpg (SB3), trpo (sb3-contrib); or a baseline: "
-                       "random search, analytic (least squared code error), greedy (coordinate search from "
-                       "analytic), tpe (Optuna's TPE sampler)", choices=ALGOS)
+    algo: str = option("ppo", f"the search algorithm (agents/algos.py): {algo_help()}", choices=list(ALGOS))
     episodes: int = option(1000, "configurations to try; one episode = one TAP per layer", type=positive_int)
     seed: int = option(0, "seed of the learner (or of the random search)", type=int)
     hyperparams: str | None = option(None, "RL Zoo-style YAML overriding the learner's defaults (agents/algos.py)")
@@ -90,27 +87,6 @@ def make_logger(tb_dir: Path):
     return configure(str(tb_dir), ["tensorboard"])
 
 
-def run_random(env, tracker: SearchTracker, seed: int, saved=None) -> None:
-    """Uniform random actions: the baseline every RL search must beat.
-
-    Every env plays its 4-step episode in lockstep, so after each step that
-    ends them is a boundary; the checkpoint holds the action space's generator.
-    """
-    env.action_space.seed(seed)
-    if saved is not None:
-        set_space_state(env.action_space, saved)
-    tracker.algo_state = lambda: space_state(env.action_space)
-    env.reset()
-    step = 0
-    while not tracker.finished:
-        actions = np.stack([env.action_space.sample() for _ in range(env.num_envs)])
-        _, _, dones, infos = env.step(actions)
-        step += env.num_envs
-        tracker.update(infos, dones, step)
-        if all(dones):
-            tracker.at_boundary()
-
-
 def make_vec_env(cfg: SearchConfig, problem: TapProblem):
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
@@ -139,7 +115,7 @@ def log_best(run_, problem: TapProblem, best: dict) -> None:
 
 
 def run(cfg: SearchConfig, resume: bool = False) -> dict:
-    """Runs the search; writes and returns its result (agents/result.py)."""
+    """Runs the search; writes and returns its result (quant/result.py)."""
     from stable_baselines3.common.utils import set_random_seed
 
     params = hyperparams(cfg.algo, cfg.problem.model, ENV_IDS[cfg.problem.model], cfg.hyperparams)
@@ -151,7 +127,8 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     confirming = cfg.problem.anchor != "none" and cfg.select_size != 0 and cfg.algo != "analytic"
     selection_images = Selection(problem, cfg.select_size) if confirming else None
     set_random_seed(cfg.seed)
-    env = None if cfg.algo in BASELINES else make_vec_env(cfg, problem)  # baselines call the scorer directly
+    spec = ALGOS[cfg.algo]
+    env = make_vec_env(cfg, problem) if spec.needs_env else None  # the others call the scorer directly
     if state:
         print(f"[Search] resuming after episode {state['tracker']['episodes']}", flush=True)
 
@@ -183,16 +160,12 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     tracker.on_checkpoint = checkpoint
     saved = state["algo"] if state else None
     try:
-        if cfg.algo == "random":
+        if spec.runner:
             if state:
                 set_rng_state(state["rng"])
-            run_random(env, tracker, cfg.seed, saved)
-        elif cfg.algo in BASELINES:
-            if state:
-                set_rng_state(state["rng"])
-            BASELINES[cfg.algo](problem, tracker, cfg.seed, saved)
+            spec.load()(problem, env, tracker, cfg.seed, saved)
         else:
-            cls = algo_class(cfg.algo)
+            cls = spec.load()
             # The whole run's step budget, the same on resume (a learner's schedules depend on it).
             n_steps = len(problem.layers) * (cfg.episodes + 8 * cfg.n_envs)
             if state:

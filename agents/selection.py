@@ -27,7 +27,7 @@ from envs.problem import CALIB_BATCH_SIZE
 from envs.student import StudentRunner
 from models.batching import iterate
 from models.data import load_cifar10
-from models.errors import UserError
+from common.errors import UserError
 from quant.tap import TapParams, build_table, identity_table
 
 CANDIDATES = 5

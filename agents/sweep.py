@@ -41,9 +41,9 @@ from pathlib import Path
 
 import yaml
 
-from agents.wandb_run import WANDB_MODES
-from models.cli import add_common_args, run_main
-from models.errors import UserError
+from common.wandb_run import WANDB_MODES
+from common.cli import add_common_args, run_main
+from common.errors import UserError
 
 INSTALL = 'agents.sweep needs Ray Tune: pip install -e ".[sweep]"'
 SAMPLERS = ("choice", "uniform", "loguniform", "randint")
@@ -53,7 +53,7 @@ RESERVED = {"result_file", "no_progress", "resume", "wandb", "wandb_project", "o
             "device"}
 
 
-def _flag(name: str, value) -> list[str]:
+def as_flags(name: str, value) -> list[str]:
     """One option as command-line flags: `levels: 8` -> ['--levels', '8']; booleans as switches."""
     flag = "--" + name.replace("_", "-")
     if isinstance(value, bool):
@@ -168,9 +168,9 @@ def parse_search(trial: dict, common: dict, where: str):
     """The SearchConfig that `python -m agents.search` builds from this trial's options (UserError if bad)."""
     from agents import search
     from envs.config import ProblemConfig
-    from models.cli import config_from_args
+    from common.cli import config_from_args
 
-    argv = [a for k, v in {**common, **trial}.items() if v is not None for a in _flag(k, v)]
+    argv = [a for k, v in {**common, **trial}.items() if v is not None for a in as_flags(k, v)]
     args = _strict(search.build_parser(), where).parse_args(argv)
     return config_from_args(search.SearchConfig, args, problem=config_from_args(ProblemConfig, args))
 
@@ -180,13 +180,13 @@ def parse_finetune(finetune: dict, config_path, common: dict, where: str, resume
     import train_baselines
 
     argv = ["student", "--config-path", str(config_path), "--no-progress"] + (["--resume"] if resume else [])
-    argv += [a for k, v in {**common, **finetune}.items() if v is not None for a in _flag(k, v)]
+    argv += [a for k, v in {**common, **finetune}.items() if v is not None for a in as_flags(k, v)]
     return _strict(train_baselines.build_parser(), where).parse_args(argv)
 
 
 def trial_result_file(common: dict, sweep_name: str, params: dict) -> str:
     """Where a trial's result goes, as an absolute path (Ray runs a trial in its own working directory)."""
-    from agents.result import RESULT_DIR
+    from quant.result import RESULT_DIR
 
     return str(Path(common["out_dir"]).resolve() / RESULT_DIR / sweep_name / f"{trial_key(params)}.json")
 
@@ -208,7 +208,7 @@ def run_trial(config: dict) -> None:
 
     from agents import search
     from agents.evaluate import evaluate_result
-    from agents.result import read_result
+    from quant.result import read_result
     from agents.resume import SearchCheckpoint
     import train_baselines
     from models.checkpoint import checkpoint_path, stage_state
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _absolute(common: dict) -> dict:
     """Paths made absolute: Ray runs each trial in its own working directory."""
-    from models.data import default_data_path
+    from common.cli import default_data_path
 
     out = dict(common)
     out["out_dir"] = str(Path(common["out_dir"]).resolve())

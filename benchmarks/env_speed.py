@@ -28,8 +28,8 @@ import numpy as np
 
 import envs  # noqa: F401  (registers the TapQuant-* ids)
 from agents import search
-from models.cli import run_main
-from models.data import default_data_path
+from common.cli import run_main
+from common.cli import default_data_path
 from quant.kernels import Int8Stages
 
 

@@ -26,11 +26,12 @@ import torch
 import train_baselines
 from agents import search
 from agents.evaluate import evaluate_result
-from agents.result import read_result
+from quant.result import read_result
 from envs.config import ProblemConfig
 from models.batching import iterate
 from models.checkpoint import checkpoint_path, load_float_model
-from models.data import default_data_path, load_cifar10
+from common.cli import default_data_path
+from models.data import load_cifar10
 from models.metrics import predict
 from models.training import make_optimizer, train_epoch
 from quant.finetune import TapStudent

@@ -34,13 +34,13 @@ import numpy as np
 
 from agents import search
 from agents.compare import plot_curves
-from agents.result import read_result
+from quant.result import read_result
 from agents.selection import Correctness
 from agents.sweep import SweepSpec, parse_search, trial_result_file
 from envs.problem import TapProblem
-from models.cli import run_main
+from common.cli import run_main
 from models.data import load_cifar10
-from models.errors import UserError
+from common.errors import UserError
 from quant.tap import TapParams
 
 BOOTSTRAP = 4000

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from agents.sweep import SweepSpec, _flag, trial_result_file
+from agents.sweep import SweepSpec, as_flags, trial_result_file
 
 
 def main() -> int:
@@ -33,12 +33,12 @@ def main() -> int:
     args = p.parse_args()
     common = {"data": args.data, "cache_dir": None, "out_dir": args.out_dir, "device": "cpu"}
     spec = SweepSpec(args.sweep_file, common)
-    where = [a for k, v in common.items() if v is not None and k != "device" for a in _flag(k, v)]
+    where = [a for k, v in common.items() if v is not None and k != "device" for a in as_flags(k, v)]
 
     seq_dir = f"{spec.name}_sequential"
     t0 = time.perf_counter()
     for point in spec.points():
-        argv = [a for k, v in {**spec.options, **point}.items() for a in _flag(k, v)]
+        argv = [a for k, v in {**spec.options, **point}.items() for a in as_flags(k, v)]
         subprocess.run([sys.executable, "-m", "agents.search", *argv, *where, "--no-progress",
                         "--result-file", trial_result_file(common, seq_dir, point)], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)

@@ -5,7 +5,8 @@
 For float (the default 60 epochs), QAT (10) and the student (3 epochs on
 `--result`'s tables): one uninterrupted run into <out-dir>/full/, then one
 run into <out-dir>/killed/ killed with SIGKILL at a moment drawn uniformly
-from 20-80 % of the uninterrupted run's wall time and rerun with --resume.
+from 20-80 % of the uninterrupted run's wall time (or just after its first
+epoch's checkpoint, if later) and rerun with --resume.
 Prints whether every weight is bit-identical and the two test accuracies.
 """
 
@@ -30,10 +31,11 @@ def main() -> int:
     p.add_argument("--out-dir", default="outputs/train_resume")
     p.add_argument("--data", default=None)
     p.add_argument("--result", required=True, help="a search result whose tables the student fine-tunes")
+    p.add_argument("--stages", nargs="+", default=["float", "qat", "student"])
     args = p.parse_args()
     schedule = random.Random(21)
     data = ["--data", args.data] if args.data else []
-    for stage in ("float", "qat", "student"):
+    for stage in args.stages:
         runs = {}
         for kind in ("full", "killed"):
             out = Path(args.out_dir) / kind
@@ -46,8 +48,10 @@ def main() -> int:
                 wall = time.perf_counter() - t0
             else:
                 at = schedule.uniform(0.2, 0.8) * wall
+                ckpt = checkpoint_path(out, "lenet5", stage, Path(args.result).stem)
+                ckpt.unlink(missing_ok=True)
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-                while time.perf_counter() - t0 < at:
+                while time.perf_counter() - t0 < at or not ckpt.exists():  # no checkpoint yet: nothing to resume
                     assert proc.poll() is None, "finished before the kill"
                     time.sleep(0.05)
                 os.kill(proc.pid, signal.SIGKILL)

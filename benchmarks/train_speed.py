@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, build_model
 from models.batching import iterate
-from models.data import default_data_path, load_cifar10
+from common.cli import default_data_path
+from models.data import load_cifar10
 from quant.qat import QuantNet
 from models.training import make_optimizer, sgd_step, train_epoch
 from train_baselines import DEFAULT_LR, LABEL_SMOOTHING, WEIGHT_DECAY

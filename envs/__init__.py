@@ -7,13 +7,12 @@ guide's (tmax = p90 + 10, 29 features): see TapQuantEnv's Version History.
 
 from gymnasium.envs.registration import register, registry
 
-from models import quant_layer_names
+from models import MODELS, quant_layer_names
 
-_NAMES = {"lenet5": "LeNet5", "alexnet": "AlexNet", "vgg16": "VGG16", "vgg19": "VGG19"}
-ENV_IDS = {model: f"TapQuant-{name}-v1" for model, name in _NAMES.items()}
-GUIDE_ENV_IDS = {model: f"TapQuant-{name}-v0" for model, name in _NAMES.items()}
+ENV_IDS = {name: m.env_id for name, m in MODELS.items()}
+GUIDE_ENV_IDS = {name: m.guide_env_id for name, m in MODELS.items()}
 
-for _model in _NAMES:
+for _model in MODELS:
     for _env_id, _entry, _kwargs in ((ENV_IDS[_model], "TapQuantEnv", {}),
                                      (GUIDE_ENV_IDS[_model], "TapQuantEnvV0", {"tmax_rule": "guide"})):
         if _env_id not in registry:

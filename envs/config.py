@@ -3,7 +3,7 @@
 `ProblemConfig`'s fields are the env's keyword arguments
 (`gym.make("TapQuant-LeNet5-v1", levels=8)`), what `TapProblem` is built
 from, and the flags of `agents.search` and `agents.pipeline` (generated from
-the fields by models/cli.add_config_args). Defaults: the guide's K = 16,
+the fields by common/cli.add_config_args). Defaults: the guide's K = 16,
 w_att = 50 and 10 calibration batches; each layer's clip by the `mse` rule
 (quant/clip.py; the guide's p90 + 10 is `tmax_rule="guide"`).
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from models import MODEL_NAMES, quant_layer_names
 from models.checkpoint import checkpoint_path
-from models.cli import non_negative_float, option, positive_int
-from models.errors import UserError
+from common.cli import non_negative_float, option, positive_int
+from common.errors import UserError
 from quant.clip import RULE_HELP, check_rule
 
 BACKENDS = ("auto", "int8", "float")
@@ -56,7 +56,7 @@ class ProblemConfig:
     calib_batches: int = option(10, "training batches of 128 images for histograms, p90 and tmax", type=positive_int)
     backend: str = option("auto", "kernels that run the student: int8 (oneDNN, x86 CPU), float (the float "
                           "simulation, any device), auto (int8 where available)", choices=BACKENDS)
-    # Shared with every command (models/cli.add_common_args):
+    # Shared with every command (common/cli.add_common_args):
     out_dir: str = "outputs"  # where the teacher is looked for by default
     data: str | None = None  # CIFAR-10 source; None means $TAPQUANT_DATA, else ./data
     cache_dir: str | None = None  # decoded-image cache; None means $TAPQUANT_CACHE, else ~/.cache/tapquant

@@ -20,11 +20,11 @@ from envs.config import ProblemConfig
 from envs.reward import Score, score_student
 from envs.student import StudentRunner
 from models import ATTENTION_LAYERS
-from models.checkpoint import file_sha256
-from models.cli import resolve_device
+from common.files import file_sha256
+from common.cli import resolve_device
 from models.batching import iterate
 from models.data import load_cifar10
-from models.errors import UserError
+from common.errors import UserError
 from quant.analytic import AnalyticSolver
 from quant.attention import unit
 from quant.clip import decode_clip, rule_tmax

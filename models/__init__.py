@@ -1,35 +1,52 @@
 """Model registry: `--model` names, builders, quantized and attention layers."""
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from models import alexnet_vgg, lenet5 as _lenet5
-from models.errors import UserError
+from common.errors import UserError
 from models.net import Stage, StagedNet
 
-STAGES = {
-    "lenet5": _lenet5.STAGES,
-    "alexnet": alexnet_vgg.ALEXNET_STAGES,
-    "vgg16": alexnet_vgg.VGG16_STAGES,
-    "vgg19": alexnet_vgg.VGG19_STAGES,
-}
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the project knows about one `--model`: adding a model is its own file plus one entry
+    in MODELS; every list of names, env id and check derives from here."""
 
-# Attention-transfer layers per model. LeNet-5's are the guide's; for the
-# deeper nets we take the last conv and the first fc (or the last two convs),
-# the same "end of the feature extractor" rule the guide gives for LeNet-5.
-ATTENTION_LAYERS = {
-    "lenet5": _lenet5.ATTENTION_LAYERS,
-    "alexnet": ["conv5", "fc6"],
-    "vgg16": ["conv10", "conv13"],
-    "vgg19": ["conv12", "conv16"],
-}
+    name: str  # the --model value
+    title: str  # in the env ids: TapQuant-<title>-v1
+    stages: tuple  # Stage list (models/net.py): the layers in execution order
+    attention_layers: tuple  # attention-transfer layers (quantized ones)
+    batchnorm: str  # default BatchNorm placement while the float model trains (BATCHNORM_CHOICES)
+    legacy_batchnorm: str  # what checkpoints that predate the `batchnorm` record were trained with
 
-MODEL_NAMES = list(STAGES)
+    @property
+    def env_id(self) -> str:
+        return f"TapQuant-{self.title}-v1"
+
+    @property
+    def guide_env_id(self) -> str:
+        return f"TapQuant-{self.title}-v0"
+
+
+# Attention-transfer layers: LeNet-5's are the guide's; for the deeper nets
+# the last conv and the first fc (or the last two convs), the same "end of
+# the feature extractor" rule the guide gives for LeNet-5.
+MODELS = {m.name: m for m in (
+    ModelSpec("lenet5", "LeNet5", tuple(_lenet5.STAGES), tuple(_lenet5.ATTENTION_LAYERS), _lenet5.BATCHNORM, "none"),
+    ModelSpec("alexnet", "AlexNet", tuple(alexnet_vgg.ALEXNET_STAGES), ("conv5", "fc6"), "conv", "conv"),
+    ModelSpec("vgg16", "VGG16", tuple(alexnet_vgg.VGG16_STAGES), ("conv10", "conv13"), "conv", "conv"),
+    ModelSpec("vgg19", "VGG19", tuple(alexnet_vgg.VGG19_STAGES), ("conv12", "conv16"), "conv", "conv"),
+)}
+
+# Views of MODELS by what callers ask for.
+MODEL_NAMES = list(MODELS)
+STAGES = {n: list(m.stages) for n, m in MODELS.items()}
+ATTENTION_LAYERS = {n: list(m.attention_layers) for n, m in MODELS.items()}
+DEFAULT_BATCHNORM = {n: m.batchnorm for n, m in MODELS.items()}
 
 # Where a float model carries BatchNorm while it trains: "none", after each
 # "conv", or after "all" layers but the classifier. It is folded into the
 # layers when QAT starts, so the INT8 network is the same in every case.
 BATCHNORM_CHOICES = ("none", "conv", "all")
-DEFAULT_BATCHNORM = {"lenet5": _lenet5.BATCHNORM, "alexnet": "conv", "vgg16": "conv", "vgg19": "conv"}
 
 
 def quant_layer_names(name: str) -> list[str]:
@@ -49,4 +66,4 @@ def build_model(name: str, batchnorm: str | None = None) -> StagedNet:
     return StagedNet(name, stages)
 
 
-__all__ = ["ATTENTION_LAYERS", "BATCHNORM_CHOICES", "DEFAULT_BATCHNORM", "MODEL_NAMES", "STAGES", "quant_layer_names", "Stage", "StagedNet", "UserError", "build_model"]
+__all__ = ["MODELS", "ModelSpec", "ATTENTION_LAYERS", "BATCHNORM_CHOICES", "DEFAULT_BATCHNORM", "MODEL_NAMES", "STAGES", "quant_layer_names", "Stage", "StagedNet", "UserError", "build_model"]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
-from models.errors import UserError
+from common.errors import UserError
+from common.files import atomic_write
 
 FORMAT = "tapquant-checkpoint"
 STAGE_FILES = {"float": "{model}_float_unfused.pth", "qat": "{model}_qat_preconvert.pth",
@@ -24,22 +24,6 @@ def checkpoint_path(out_dir: str | os.PathLike, model: str, stage: str, result: 
     return Path(out_dir) / STAGE_FILES[stage].format(model=model, result=result)
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """`write(tmp)` to a temp file in `path`'s directory, then rename it over `path`.
-
-    A run killed mid-write leaves the previous file whole: every checkpoint,
-    result and cache file of the project is written this way.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def atomic_save(obj, path: str | os.PathLike) -> None:
     """torch.save, atomically."""
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
@@ -48,14 +32,6 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
 def save_checkpoint(path, model: str, stage: str, state_dict: dict, meta: dict, train_state: dict | None = None):
     atomic_save({"format": FORMAT, "model": model, "stage": stage, "state_dict": state_dict,
                  "meta": meta, "train_state": train_state}, path)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike, model: str | None = None, stage: str | None = None) -> dict:
@@ -84,14 +60,14 @@ def load_checkpoint(path: str | os.PathLike, model: str | None = None, stage: st
 
 def load_float_model(path: str | os.PathLike, model: str):
     """The complete float model of a checkpoint, built with the BatchNorm it was trained with."""
-    from models import build_model
+    from models import MODELS, build_model
 
     ckpt = load_checkpoint(path, model=model, stage="float")
     meta = ckpt["meta"]
     if not meta.get("complete", False):
         raise UserError(f"float checkpoint {path} is unfinished (epoch {meta['epochs_done']} of {meta['epochs']}); "
                         f"finish it with: python train_baselines.py float --model {model} --resume")
-    batchnorm = meta.get("batchnorm", "conv" if model != "lenet5" else "none")  # older checkpoints: the old defaults
+    batchnorm = meta.get("batchnorm", MODELS[model].legacy_batchnorm)
     net = build_model(model, batchnorm)
     try:
         net.load_state_dict(ckpt["state_dict"])

@@ -23,8 +23,10 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import atomic_save, file_sha256
-from models.errors import UserError
+from common.cli import default_data_path
+from common.errors import UserError
+from common.files import file_sha256
+from models.checkpoint import atomic_save
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 VAL_PER_CLASS = 500  # 5,000 validation images held out of the 50,000 training images
@@ -80,10 +82,6 @@ class Cifar10:
         """The last `n` training-split images of the same order, disjoint from the calibration
         images while n + calibration images <= 45,000: where a search confirms its choice."""
         return self._train_order()[-n:] if n else self._train_order()[:0]
-
-
-def default_data_path() -> str:
-    return os.environ.get("TAPQUANT_DATA", "./data")
 
 
 def default_cache_dir() -> Path:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from models import build_model
 from models.checkpoint import load_checkpoint
 from models.batching import input_abs_max
-from models.errors import UserError
+from common.errors import UserError
 from models.net import Stage, StagedNet, folded_weights
 from models.pooling import max_pool2x2
 from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,

@@ -10,7 +10,7 @@ import pytest
 
 import train_baselines
 from agents import evaluate, report, sweep
-from models.cli import run_main
+from common.cli import run_main
 
 
 def run(main, argv, capsys) -> tuple[int, list[str]]:

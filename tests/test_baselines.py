@@ -7,8 +7,8 @@ from agents import search
 from agents.baselines import neighbours
 from quant.analytic import analytic_params, table_error
 from agents.evaluate import evaluate_result
-from agents.result import read_result
-from models.cli import run_main
+from quant.result import read_result
+from common.cli import run_main
 from quant.tap import TapParams, build_table
 
 

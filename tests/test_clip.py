@@ -9,7 +9,7 @@ import pytest
 
 from envs.config import ProblemConfig
 from envs.problem import TapProblem
-from models.errors import UserError
+from common.errors import UserError
 from quant.analytic import AnalyticSolver, analytic_params, table_error
 from quant.clip import check_rule, decode_clip, encode_clip, rule_tmax
 from quant.histogram import tmax_from_counts

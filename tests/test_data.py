@@ -7,7 +7,7 @@ import torch
 
 from models.batching import augment, iterate, normalize
 from models.data import load_cifar10
-from models.errors import UserError
+from common.errors import UserError
 from tests.conftest import ROOT, TEST_PER_CLASS, TRAIN_PER_CLASS
 
 

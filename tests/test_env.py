@@ -11,7 +11,7 @@ from envs.problem import TapProblem
 from envs.tap_env import OBS_DIM, TapQuantEnv
 from models import build_model, quant_layer_names
 from models.checkpoint import save_checkpoint
-from models.errors import UserError
+from common.errors import UserError
 from quant.kernels import int8_kernels_available
 from quant.qat import QuantNet
 from quant.tap import identity_table

@@ -14,7 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from agents import evaluate, export, search  # noqa: E402
 from agents.evaluate import evaluate_onnx, evaluate_result  # noqa: E402
-from models.cli import run_main  # noqa: E402
+from common.cli import run_main  # noqa: E402
 from models.data import load_cifar10  # noqa: E402
 from quant.integer import export_int8, integer_logits  # noqa: E402
 from quant.qat import load_teacher  # noqa: E402

@@ -21,9 +21,9 @@ import pytest
 import torch
 
 from agents import search
-from agents.result import read_result
+from quant.result import read_result
 from models.checkpoint import load_checkpoint
-from models.cli import run_main
+from common.cli import run_main
 from tests.conftest import ROOT, train_args
 
 SCHEDULE = random.Random(21)  # the seeded kill schedule

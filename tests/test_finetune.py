@@ -8,9 +8,9 @@ import torch
 from agents import search
 from agents.evaluate import evaluate_result
 from models.batching import iterate
-from models.cli import run_main
+from common.cli import run_main
 from models.data import load_cifar10
-from models.errors import UserError
+from common.errors import UserError
 from models.metrics import predict
 from models.training import make_optimizer, sgd_step
 from quant.finetune import TapStudent

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models import ATTENTION_LAYERS, MODEL_NAMES, build_model, quant_layer_names
-from models.errors import UserError
+from common.errors import UserError
 from tests.conftest import ROOT
 
 EXPECTED_LAYERS = {

@@ -1,6 +1,6 @@
 from agents import pipeline
-from agents.result import read_result
-from models.cli import run_main
+from quant.result import read_result
+from common.cli import run_main
 
 
 def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, tiny_tar, cache_dir, capsys):

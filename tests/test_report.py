@@ -1,4 +1,4 @@
-from models.cli import run_main
+from common.cli import run_main
 
 
 def test_report_draws_the_layers_and_the_search(tiny_teacher, tiny_tar, cache_dir):

@@ -5,10 +5,10 @@ import sys
 import pytest
 
 from agents import evaluate, search
-from agents.result import read_result
+from quant.result import read_result
 from agents.resume import SearchCheckpoint
-from models.cli import run_main
-from models.errors import UserError
+from common.cli import run_main
+from common.errors import UserError
 from tests.conftest import ROOT
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from agents import search
 from agents.selection import ALPHA, Selection
-from models.cli import run_main
-from models.errors import UserError
+from common.cli import run_main
+from common.errors import UserError
 from tests.test_search import common
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from models.cli import run_main
-from models.errors import UserError
+from common.cli import run_main
+from common.errors import UserError
 
 ray = pytest.importorskip("ray", reason="Ray is the optional [sweep] extra (CI installs it)")
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.errors import UserError
+from common.errors import UserError
 from tests.conftest import ROOT, train_args
 from train_baselines import train
 
@@ -136,7 +136,7 @@ def test_wandb_offline_run_holds_the_epoch_metrics(tmp_path, tiny_tar, cache_dir
 
 
 def test_float_distills_from_a_float_teacher_and_records_it(tiny_teacher, tmp_path, tiny_tar, cache_dir):
-    from models.checkpoint import file_sha256
+    from common.files import file_sha256
 
     src = tiny_teacher / "lenet5_float_unfused.pth"
     meta = train(train_args("float", tmp_path, tiny_tar, cache_dir, distill_from=str(src), kd_weight=2.0))
@@ -146,7 +146,8 @@ def test_float_distills_from_a_float_teacher_and_records_it(tiny_teacher, tmp_pa
 
 
 def test_distill_epochs_trains_the_teacher_first_then_distills_from_it(tmp_path, tiny_tar, cache_dir):
-    from models.checkpoint import checkpoint_path, file_sha256
+    from common.files import file_sha256
+    from models.checkpoint import checkpoint_path
 
     meta = train(train_args("float", tmp_path, tiny_tar, cache_dir, distill_epochs=1))
     teacher = checkpoint_path(tmp_path / "distill", "lenet5", "float")

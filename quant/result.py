@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from models import MODEL_NAMES
-from models.checkpoint import atomic_write, file_sha256
-from models.errors import UserError
+from common.files import atomic_write, file_sha256
+from common.errors import UserError
 from quant.tap import TapParams, build_table
 
 FORMAT = "tapquant-result"
@@ -131,3 +131,13 @@ def finetune_source(config_path: str | os.PathLike, model: str | None = None) ->
     return {"model": res["model"], "teacher": res["teacher"],
             "tables": {n: c["table"] for n, c in res["best"]["config"].items()},
             "result": {"path": str(Path(config_path).resolve()), "sha256": file_sha256(config_path)}}
+
+
+def tables_label(res: dict) -> str:
+    """What a result's tables are, in words: a search's choice, or the analytic tables it kept."""
+    algo = res.get("algo")
+    if algo == "analytic":
+        return "the analytic tables"
+    if (res.get("selection") or {}).get("chosen") == "anchor":
+        return f"the analytic tables, kept by the {algo} search"
+    return f"the {algo} search's tables"

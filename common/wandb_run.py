@@ -11,7 +11,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from models.errors import UserError
+from common.errors import UserError
 
 WANDB_MODES = ("disabled", "offline", "online")
 

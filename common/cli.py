@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import MISSING, field, fields
 
 import torch
 
-from models.data import default_data_path
-from models.errors import UserError
+from common.errors import UserError
 
 
 # The flags every command shares (add_common_args); a config dataclass that holds
@@ -110,3 +110,8 @@ def run_main(main, argv=None) -> int:
         print("\ninterrupted; progress up to the last checkpoint is kept: rerun the same command "
               "with --resume to continue", file=sys.stderr)
         return 130
+
+
+def default_data_path() -> str:
+    """Where CIFAR-10 is read from when --data is not given."""
+    return os.environ.get("TAPQUANT_DATA", "./data")

@@ -27,7 +27,7 @@ import numpy as np
 
 from agents.resume import set_space_state, space_state
 from common.errors import UserError
-from quant.tap import TapParams, build_table
+from quant.tap import TapParams
 
 
 def neighbours(p: TapParams, move_clip: bool = False):
@@ -51,16 +51,8 @@ def neighbours(p: TapParams, move_clip: bool = False):
             yield TapParams(p.tmax, p.b1, p.b2, n1, n2, n3, p.K, False)
 
 
-def episode_info(problem, params: dict[str, TapParams]) -> dict:
-    """What the env's last step reports for a configuration: its score and its tables."""
-    tables = {n: build_table(p) for n, p in params.items()}
-    info = problem.score(tables).as_dict()
-    info["config"] = {n: {**p.as_dict(), "table": tables[n]} for n, p in params.items()}
-    return info
-
-
 def run_analytic(problem, env, tracker, seed: int = 0, saved=None) -> None:
-    tracker.on_episode(episode_info(problem, problem.analytic), 1)
+    tracker.on_episode(problem.score_params(problem.analytic), 1)
 
 
 def run_greedy(problem, env, tracker, seed: int = 0, saved=None) -> None:
@@ -79,7 +71,7 @@ def run_greedy(problem, env, tracker, seed: int = 0, saved=None) -> None:
     def score(params: dict) -> dict:
         if replay:
             return {"reward": replay.pop(0)}
-        info = episode_info(problem, params)
+        info = problem.score_params(params)
         tracker.on_episode(info, tracker.episodes + 1)
         tracker.at_boundary()
         return info
@@ -122,7 +114,7 @@ def run_tpe(problem, env, tracker, seed: int = 0, saved=None) -> None:
             params = {n: problem.decode(n, [trial.suggest_float(f"{n}.a{k}", -1.0, 1.0)
                                             for k in range(problem.action_dim)])
                       for n in problem.layers}
-            info = episode_info(problem, params)
+            info = problem.score_params(params)
             study.tell(trial, info["reward"])
             tracker.on_episode(info, tracker.episodes + 1)
             tracker.at_boundary()

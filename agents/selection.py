@@ -96,10 +96,9 @@ class Selection(Correctness):
 
 def scored_entry(problem, params: dict[str, TapParams], episode: int | None) -> dict:
     """A result's `best` entry for `params`: its search-split score and per-layer parameters and tables."""
-    tables = {n: build_table(p) for n, p in params.items()}
-    entry = problem.score(tables).as_dict()
+    entry = problem.score_params(params)
     entry["episode"] = episode
-    entry["config"] = {n: {**p.as_dict(), "table": tables[n].tolist()} for n, p in params.items()}
+    entry["config"] = {n: {**c, "table": c["table"].tolist()} for n, c in entry["config"].items()}
     return entry
 
 

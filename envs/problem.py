@@ -31,7 +31,7 @@ from quant.clip import decode_clip, rule_tmax
 from quant.histogram import CodeStats, code_histogram, stats_from_counts
 from quant.kernels import stage_kernels
 from quant.qat import load_teacher
-from quant.tap import TapParams, decode_action, encode_action, identity_table
+from quant.tap import TapParams, build_table, decode_action, encode_action, identity_table
 
 CALIB_BATCH_SIZE = 128
 # With the analytic anchor an action a decodes as anchor + CORRECTION * a (clipped to [-1, 1]), so
@@ -161,6 +161,14 @@ class TapProblem:
             if len(self._memo) < MEMO_LIMIT:
                 self._memo[key] = hit
         return hit
+
+    def score_params(self, params: dict) -> dict:
+        """One configuration {layer: TapParams} -> its tables, score and info: what the env's last step,
+        the learner-free searches and the held-out selection all report (`config` holds the tables)."""
+        tables = {n: build_table(p) for n, p in params.items()}
+        info = self.score(tables).as_dict()
+        info["config"] = {n: {**p.as_dict(), "table": tables[n]} for n, p in params.items()}
+        return info
 
     @torch.no_grad()
     def score_uncached(self, tables: dict[str, np.ndarray]) -> Score:

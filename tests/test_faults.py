@@ -141,13 +141,30 @@ def sweep_argv(tmp_path, name, teacher, tar, cache, *extra) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference_sweep(tiny_teacher, tiny_tar, cache_dir, tmp_path_factory):
+def cluster_sweep(tiny_teacher, tiny_tar, cache_dir, tmp_path_factory) -> Path:
+    """The sweep on a two-node Ray cluster on this machine (a head and a second node, 2 CPUs each: one trial
+    per node); the uninterrupted run the killed sweep is compared with."""
     pytest.importorskip("ray", reason="Ray is the optional [sweep] extra (CI installs it)")
+    from ray.cluster_utils import Cluster
+
     from agents import sweep
 
-    sweep.sweep(sweep.build_parser().parse_args(sweep_argv(tmp_path_factory.mktemp("ref"), "reference",
-                                                           tiny_teacher, tiny_tar, cache_dir)))
-    return sweep_rows(tiny_teacher / "sweeps" / "reference")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        argv = sweep_argv(tmp_path_factory.mktemp("cluster"), "cluster", tiny_teacher, tiny_tar, cache_dir,
+                          "--address", cluster.address)
+        sweep.sweep(sweep.build_parser().parse_args(argv))
+    finally:
+        cluster.shutdown()
+    return tiny_teacher / "sweeps" / "cluster"
+
+
+def test_sweep_on_a_two_node_ray_cluster_runs_trials_on_both(cluster_sweep):
+    import json
+
+    assert len({r["node"] for r in json.loads((cluster_sweep / "results.json").read_text())}) == 2
 
 
 def complete_results(folder: Path) -> dict[str, float]:
@@ -164,27 +181,6 @@ def complete_results(folder: Path) -> dict[str, float]:
     return out
 
 
-def test_sweep_driver_killed_then_resumed(reference_sweep, tiny_teacher, tiny_tar, cache_dir, tmp_path):
-    """Killed once one trial is complete and the next has a checkpoint: --resume reruns neither from scratch."""
-    from agents import sweep
-
-    argv = sweep_argv(tmp_path, "driver", tiny_teacher, tiny_tar, cache_dir)
-    trials = tiny_teacher / "tri_ppo_int_codes" / "driver"
-    proc = start(["-m", "agents.sweep", *argv])
-    t0 = time.monotonic()
-    while not (complete_results(trials) and list(trials.glob("*.ckpt"))):
-        assert proc.poll() is None, f"the sweep ended before the kill: {proc.stderr.read()}"
-        assert time.monotonic() - t0 < 300
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done_before = complete_results(trials)
-    sweep.sweep(sweep.build_parser().parse_args([*argv, "--resume"]))
-    assert sweep_rows(tiny_teacher / "sweeps" / "driver") == reference_sweep
-    after = complete_results(trials)
-    assert all(after[name] == mtime for name, mtime in done_before.items())  # not searched again
-
-
 def ray_trial_pids() -> list[int]:
     """Processes running a trial (Ray titles them ray::ImplicitFunc...)."""
     pids = []
@@ -197,38 +193,33 @@ def ray_trial_pids() -> list[int]:
     return pids
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's worker through /proc")
-def test_sweep_worker_killed_is_retried_and_resumes(reference_sweep, tiny_teacher, tiny_tar, cache_dir, tmp_path):
-    argv = sweep_argv(tmp_path, "worker", tiny_teacher, tiny_tar, cache_dir)
-    trials = tiny_teacher / "tri_ppo_int_codes" / "worker"
-    proc = start(["-m", "agents.sweep", *argv])
+def wait_for(proc: subprocess.Popen, ready, what: str) -> None:
     t0 = time.monotonic()
-    while not (list(trials.glob("*.ckpt")) and ray_trial_pids()):
-        assert proc.poll() is None, f"the sweep ended before the kill: {proc.stderr.read()}"
-        assert time.monotonic() - t0 < 300
+    while not ready():
+        assert proc.poll() is None, f"the sweep ended before {what}: {proc.stderr.read()}"
+        assert time.monotonic() - t0 < 300, f"timed out waiting for {what}"
         time.sleep(0.05)
-    for pid in ray_trial_pids():
-        os.kill(pid, signal.SIGKILL)
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()
-    assert sweep_rows(tiny_teacher / "sweeps" / "worker") == reference_sweep
 
 
-def test_sweep_on_a_two_node_ray_cluster(reference_sweep, tiny_teacher, tiny_tar, cache_dir, tmp_path):
-    """A head and a second node (each 2 CPUs: one trial each); the same results as the local sweep."""
-    import json
-
-    from ray.cluster_utils import Cluster
-
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray's worker through /proc")
+def test_sweep_survives_a_killed_worker_and_a_killed_driver(cluster_sweep, tiny_teacher, tiny_tar, cache_dir,
+                                                             tmp_path):
+    """A local sweep: the first trial's worker is killed mid-search (Ray retries the trial; it resumes), then
+    the driver once one trial is complete and the other has a checkpoint (--resume reruns neither from
+    scratch). The results equal the uninterrupted two-node sweep's."""
     from agents import sweep
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    try:
-        cluster.add_node(num_cpus=2)
-        cluster.wait_for_nodes()
-        argv = sweep_argv(tmp_path, "cluster", tiny_teacher, tiny_tar, cache_dir, "--address", cluster.address)
-        sweep.sweep(sweep.build_parser().parse_args(argv))
-    finally:
-        cluster.shutdown()
-    folder = tiny_teacher / "sweeps" / "cluster"
-    assert sweep_rows(folder) == reference_sweep
-    assert len({r["node"] for r in json.loads((folder / "results.json").read_text())}) == 2
+    argv = sweep_argv(tmp_path, "killed", tiny_teacher, tiny_tar, cache_dir)
+    trials = tiny_teacher / "tri_ppo_int_codes" / "killed"
+    proc = start(["-m", "agents.sweep", *argv])
+    wait_for(proc, lambda: list(trials.glob("*.ckpt")) and ray_trial_pids(), "a trial's first checkpoint")
+    for pid in ray_trial_pids():
+        os.kill(pid, signal.SIGKILL)
+    wait_for(proc, lambda: complete_results(trials) and list(trials.glob("*.ckpt")), "one trial done, one started")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = complete_results(trials)
+    sweep.sweep(sweep.build_parser().parse_args([*argv, "--resume"]))
+    assert sweep_rows(tiny_teacher / "sweeps" / "killed") == sweep_rows(cluster_sweep)
+    after = complete_results(trials)
+    assert all(after[name] == mtime for name, mtime in done_before.items())  # not searched again

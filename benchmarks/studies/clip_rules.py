@@ -1,6 +1,6 @@
 """Which clip? The analytic tables under each tmax rule, and the search that moves the clip, over teachers.
 
-    python benchmarks/clip_rules.py --teachers outputs/teachers/seed0 outputs/teachers/seed1 outputs/teachers/seed2
+    python benchmarks/studies/clip_rules.py --teachers outputs/teachers/seed0 outputs/teachers/seed1 outputs/teachers/seed2
                                     [--levels 16 8 4] [--rules guide mse p99 p99.9] [--search-levels 8 4]
 
 For each teacher (a directory holding lenet5_qat_preconvert.pth, as

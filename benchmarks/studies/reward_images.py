@@ -1,6 +1,6 @@
 """Can more search images make an accuracy-in-the-loop clip choice hold? The search rule on 5,000 vs more images.
 
-    python benchmarks/reward_images.py --teachers outputs/teachers/seed0 outputs/teachers/seed1 outputs/teachers/seed2
+    python benchmarks/studies/reward_images.py --teachers outputs/teachers/seed0 outputs/teachers/seed1 outputs/teachers/seed2
                                        [--levels 8] [--sizes 5000 23000] [--algo ppo] [--episodes 1000]
 
 For each teacher and search-split size, `--algo` searches with

@@ -1,6 +1,6 @@
 """Does a search's choice hold on new images? Measured without the test set.
 
-    python benchmarks/heldout_choice.py [--levels 8] [--seeds 3] [--algo ppo]
+    python benchmarks/studies/heldout_choice.py [--levels 8] [--seeds 3] [--algo ppo]
 
 Held-out images: 20,000 training images that neither the calibration, the
 search split (validation) nor the search's selection images touch

@@ -1,7 +1,7 @@
 """The quantization lower bound of LeNet-5: test drop against K, per clip rule, before and after fine-tuning.
 
     python -m agents.sweep sweeps/lower_bound.yaml
-    python benchmarks/lower_bound.py outputs/sweeps/lower_bound/results.json [more.json ...] [--png docs/img/lower_bound.png]
+    python benchmarks/studies/lower_bound.py outputs/sweeps/lower_bound/results.json [more.json ...] [--png docs/img/lower_bound.png]
 
 Reads the sweep's rows (one per teacher, K and rule), averages over the
 teachers, prints a Markdown table (mean ± sd) and draws drop against K. A

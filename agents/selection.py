@@ -24,8 +24,6 @@ import numpy as np
 import torch
 
 from envs.problem import CALIB_BATCH_SIZE
-from envs.student import StudentRunner
-from models.batching import iterate
 from models.data import load_cifar10
 from common.errors import UserError
 from quant.tap import TapParams, build_table, identity_table
@@ -53,11 +51,7 @@ class Correctness:
 
     def __init__(self, problem, x: torch.Tensor, y: torch.Tensor):
         self.labels = y.to(problem.torch_device)
-        rec: dict = {}
-        with torch.no_grad():
-            problem.qnet(next(iterate(x, y, len(x), problem.torch_device))[0], record=rec)
-        self.runner = StudentRunner(problem.qnet, problem.kernels, problem.layers, problem.attention_layers, rec,
-                                    problem.torch_device)
+        self.runner = problem.student_runner(x, y)
 
     @torch.no_grad()
     def correct(self, params: dict[str, TapParams] | None) -> np.ndarray:

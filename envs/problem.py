@@ -102,12 +102,17 @@ class TapProblem:
         self._memo: dict = {}
 
     @torch.no_grad()
-    def _record_teacher(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def student_runner(self, x: torch.Tensor, y: torch.Tensor) -> StudentRunner:
+        """The teacher recorded on images `x` and the StudentRunner that replays the student on them: the
+        search split's scorer, and the held-out selection's (agents/selection.py)."""
         rec: dict = {}
         self.qnet(next(iterate(x, y, len(x), self.torch_device))[0], record=rec)
+        return StudentRunner(self.qnet, self.kernels, self.layers, self.attention_layers, rec, self.torch_device)
+
+    @torch.no_grad()
+    def _record_teacher(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.labels = y.to(self.torch_device)
-        self.runner = StudentRunner(self.qnet, self.kernels, self.layers, self.attention_layers, rec,
-                                    self.torch_device)
+        self.runner = self.student_runner(x, y)
         # The teacher's hits and attention maps from the scorer's own arithmetic with
         # identity tables, so that identity tables score a drop and att of exactly 0
         # (the layout and chunking change float rounding in the last bit).

@@ -32,13 +32,21 @@ options:
 """
 
 
-def test_two_trial_sweep_on_local_ray(tiny_teacher, tiny_tar, cache_dir, tmp_path):
+def test_two_trial_sweep_on_local_ray_logged_to_wandb_offline(tiny_teacher, tiny_tar, cache_dir, tmp_path,
+                                                                monkeypatch):
     from agents import search, sweep
     from agents.evaluate import evaluate_result
 
-    rows = sweep.sweep(sweep.build_parser().parse_args([str(write(tmp_path, TWO_TRIALS)),
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    rows = sweep.sweep(sweep.build_parser().parse_args([str(write(tmp_path, TWO_TRIALS)), "--wandb", "offline",
                                                          *common(tiny_teacher, tiny_tar, cache_dir)]))
     assert sorted(r["algo"] for r in rows) == ["analytic", "random"]
+    # one W&B run per trial, with the trial's numbers, grouped by the sweep's name
+    runs = list((tmp_path / "wb").rglob("offline-run-*"))
+    assert len(runs) == 2
+    for run in runs:
+        log = next(run.glob("run-*.wandb")).read_bytes()
+        assert b"test_drop" in log and b"two" in log
     folder = tiny_teacher / "sweeps" / "two"
     table = json.loads((folder / "results.json").read_text())
     assert len(table) == 2 and (folder / "results.csv").read_text().count("\n") == 3
@@ -94,15 +102,3 @@ def test_without_ray_the_sweep_says_how_to_install_it(tiny_teacher, tiny_tar, ca
         sweep.sweep(sweep.build_parser().parse_args([str(write(tmp_path, TWO_TRIALS)),
                                                      *common(tiny_teacher, tiny_tar, cache_dir)]))
 
-
-def test_sweep_logs_each_trial_to_wandb_offline(tiny_teacher, tiny_tar, cache_dir, tmp_path, monkeypatch):
-    from agents import sweep
-
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
-    one = TWO_TRIALS.replace("name: two", "name: one").replace("[random, analytic]", "[analytic]")
-    sweep.sweep(sweep.build_parser().parse_args([str(write(tmp_path, one)), "--wandb", "offline",
-                                                 *common(tiny_teacher, tiny_tar, cache_dir)]))
-    runs = list((tmp_path / "wb").rglob("offline-run-*"))
-    assert len(runs) == 1
-    log = next(runs[0].glob("run-*.wandb")).read_bytes()
-    assert b"test_drop" in log and b"one" in log  # the trial's numbers, grouped by the sweep's name

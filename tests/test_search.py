@@ -115,19 +115,20 @@ def test_search_bad_inputs(tiny_teacher, tiny_tar, cache_dir, tmp_path):
     assert r.returncode == 2 and "positive integer" in r.stderr
 
 
-def test_evaluate_refuses_bad_result_files(tiny_teacher, tiny_tar, cache_dir, tmp_path):
+def test_evaluate_refuses_bad_result_files(tiny_teacher, tiny_tar, cache_dir, tmp_path, capsys):
     run_main(search.main, ["--algo", "random", "--episodes", "10", "--result-file", "ok.json",
                            *common(tiny_teacher, tiny_tar, cache_dir)])
     good = json.loads((tiny_teacher / "tri_ppo_int_codes" / "ok.json").read_text())
 
-    def ev(doc, *extra):
+    def ev(doc, *extra):  # in-process through run_main, what `python -m agents.evaluate` runs
         p = tmp_path / "r.json"
         p.write_text(doc if isinstance(doc, str) else json.dumps(doc))
-        r = subprocess.run([sys.executable, "-m", "agents.evaluate", "--config-path", str(p), "--data", str(tiny_tar),
-                            "--cache-dir", str(cache_dir), *extra], cwd=ROOT, capture_output=True, text=True)
-        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1
-        return r.stderr
+        capsys.readouterr()
+        code = run_main(evaluate.main, ["--config-path", str(p), "--data", str(tiny_tar), "--cache-dir",
+                                        str(cache_dir), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+        return err
 
     assert "not valid JSON" in ev("{oops")
     assert "malformed" in ev({k: v for k, v in good.items() if k != "best"})

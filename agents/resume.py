@@ -39,7 +39,7 @@ from common.errors import UserError
 
 CHECKPOINT_EVERY = 100  # episodes; saved at the first boundary after each multiple
 FORMAT = "tapquant-search-checkpoint/2"
-HOLDS = ["options", "tracker", "seconds", "rng", "learner", "algo"]
+HOLDS = ["options", "tracker", "seconds", "rng", "learner", "action_space", "replay_buffer", "algo"]
 
 
 def rng_state() -> dict:

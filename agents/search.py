@@ -216,22 +216,22 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
     return res
 
 
-def completed(cfg: SearchConfig) -> bool:
-    """Whether `cfg`'s result file holds a complete search made with `cfg`'s options (reused, not searched
-    again); one made with other options is refused in one line. A damaged or partial one is not complete."""
+def completed(cfg: SearchConfig) -> dict | None:
+    """`cfg`'s result when its file holds a complete search made with `cfg`'s options (reused, not searched
+    again); one made with other options is refused in one line. A damaged or partial one: None."""
     path = cfg.result_path
     try:
         res = read_result(path) if path.is_file() else {}
     except UserError:
-        return False
+        return None
     if not res.get("complete", False):
-        return False
+        return None
     if "search" not in res:
         raise UserError(f"{path} was made by an older TapQuant that did not record its options; pass another "
                         f"--out-dir for this run, or delete it to search again")
     refuse_if_made_otherwise(path, made_with(res["search"], res.get("problem", {})),
                              made_with(cfg.search_options(), cfg.problem.as_dict()), "search again")
-    return True
+    return res
 
 
 def made_with(search_options: dict, problem: dict) -> dict:

@@ -208,7 +208,6 @@ def run_trial(config: dict) -> None:
 
     from agents import search
     from agents.evaluate import evaluate_result
-    from quant.result import read_result
     from agents.resume import SearchCheckpoint
     import train_baselines
     from models.checkpoint import checkpoint_path, stage_state
@@ -223,10 +222,7 @@ def run_trial(config: dict) -> None:
     path = cfg.result_path
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if search.completed(cfg):
-        res = read_result(path)
-    else:
-        res = search.run(cfg, resume=SearchCheckpoint(path).exists())
+    res = search.completed(cfg) or search.run(cfg, resume=SearchCheckpoint(path).exists())
     where = {k: spec["common"].get(k) for k in ("data", "cache_dir", "device")}
     ev = evaluate_result(path, verbose=False, **where)
     best = res["best"]

@@ -37,6 +37,7 @@ from models.metrics import accuracy
 from models.training import distillation_loss, make_optimizer, train_epoch
 from quant.finetune import ATTENTION_WEIGHT, KD_TEMPERATURE, KD_WEIGHT, TapStudent
 from quant.qat import DEFAULT_OBSERVER, OBSERVERS, QuantNet, load_teacher
+from quant.tap import TapParams
 
 DEFAULT_LR = {"float": 0.05, "qat": 0.001, "student": 0.0005}  # chosen on validation (benchmarks/README.md)
 LABEL = {"float": "Float", "qat": "QAT", "student": "Student"}
@@ -48,6 +49,7 @@ MAX_CROP_PAD = 16  # half the 32-pixel CIFAR-10 image
 CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
 FLOAT_KD_WEIGHT = 1.0
 DISTILL_EPOCHS = 0
+CLIP_LR = 0.0
 
 
 def crop_pad(text: str) -> int:
@@ -75,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--attention-weight", type=non_negative_float, default=ATTENTION_WEIGHT,
                            help="weight of the attention-transfer loss at the attention layers (default "
                                 f"{ATTENTION_WEIGHT}; the search's w_att = 50 lowered validation accuracy)")
+            s.add_argument("--clip-lr", type=non_negative_float, default=CLIP_LR,
+                           help="learning rate of each layer's clip (in units of the searched clip); the "
+                                f"tables follow it; 0 keeps the searched clips (default {CLIP_LR})")
         else:
             s.add_argument("--model", default="lenet5", choices=MODEL_NAMES)
         if stage == "float":
@@ -152,6 +157,8 @@ def stage_options(args) -> dict:
     else:
         opts.update(kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
                     attention_weight=args.attention_weight)
+        if args.clip_lr:  # left off when 0: older students compare equal
+            opts["clip_lr"] = args.clip_lr
     return opts
 
 
@@ -162,8 +169,9 @@ def initial_model(args, data, device, source: dict | None = None):
     if args.stage == "student":
         teacher = load_teacher(source["teacher"]["path"], args.model).to(device)
         tables = {n: torch.tensor(t) for n, t in source["tables"].items()}
+        params = {n: TapParams(**p) for n, p in source["params"].items()}
         return TapStudent(teacher, tables, args.kd_temperature, args.kd_weight, args.attention_weight,
-                          args.label_smoothing)
+                          args.label_smoothing, params, args.clip_lr)
     src = args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float")
     qmodel = QuantNet(load_float_model(src, args.model), observer=args.observer).to(device)
     # Observers start from the float model's activations on unaugmented training batches.
@@ -279,9 +287,14 @@ def train(args, on_epoch_end=None) -> dict:
         meta["history"].append({"epoch": epoch, "val_acc": val_acc, "train_loss": total_loss / steps, "seconds": secs})
         meta["epochs_done"] = epoch
         meta["val_acc"] = val_acc
+        if getattr(model, "clip_lr", 0):  # the tables that go with these weights
+            clips = model.clip_params()
+            meta["tables"] = {n: [int(v) for v in t.tolist()] for n, t in model.tables.items()}
+            meta["clips"] = {n: p.as_dict() for n, p in clips.items()}
         save_checkpoint(out, args.model, args.stage, model.state_dict(), meta,
                         {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state()})
-        print(f"[{label}] Epoch {epoch} | Val Acc {val_acc:.2f}% | Loss {total_loss / steps:.4f} | {secs:.1f}s",
+        clips = (" | clips " + " ".join(f"{n} {c['tmax']}" for n, c in meta["clips"].items())) if "clips" in meta else ""
+        print(f"[{label}] Epoch {epoch} | Val Acc {val_acc:.2f}% | Loss {total_loss / steps:.4f} | {secs:.1f}s{clips}",
               flush=True)
         if run is not None:
             run.log({"epoch": epoch, "train_loss": total_loss / steps, "val_acc": val_acc,

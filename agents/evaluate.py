@@ -91,6 +91,15 @@ def load_student(path, config_path, res: dict) -> QuantNet:
     return student
 
 
+def layer_configs(res: dict, student: QuantNet | None = None) -> dict:
+    """Each layer's TAP (parameters and table) that the student runs with: the result's, or, for a
+    student that learned its clips (train_baselines.py student --clip-lr), the ones it learned."""
+    clips = student.meta.get("clips") if student is not None else None
+    if not clips:
+        return res["best"]["config"]
+    return {n: {**p, "table": student.meta["tables"][n]} for n, p in clips.items()}
+
+
 def evaluate_result(config_path, model: str | None = None, teacher: str | None = None, data=None,
                     cache_dir=None, device: str = "auto", verbose: bool = True, student: str | None = None) -> dict:
     """Test-set accuracy of the INT8 teacher and of the student (the teacher with the result's tables,
@@ -101,12 +110,14 @@ def evaluate_result(config_path, model: str | None = None, teacher: str | None =
     qnet = load_teacher(teacher_path, res["model"]).to(dev)
     student_net = load_student(student, config_path, res).to(dev) if student else qnet
     ds = load_cifar10(data, cache_dir)
-    tables = {n: torch.tensor(c["table"], dtype=torch.uint8, device=dev).float()
-              for n, c in res["best"]["config"].items()}
+    configs = layer_configs(res, student_net if student else None)
+    tables = {n: torch.tensor(c["table"], dtype=torch.uint8, device=dev).float() for n, c in configs.items()}
     say = print if verbose else (lambda *a, **k: None)
     say(f"[Eval] {res['model']} | K={res['levels']} | tmax rule {res.get('tmax_rule', 'guide')} | {tables_label(res)} | "
         f"{res.get('episodes')} episodes | teacher {teacher_path}" + (f" | student {student}" if student else ""))
-    for name, c in res["best"]["config"].items():
+    if configs is not res["best"]["config"]:
+        say("[Eval] the student's clips were learned in fine-tuning (its tables follow them):")
+    for name, c in configs.items():
         note = " (exact: tmax < K)" if c["exact"] else ""
         say(f"[Eval] {name:<6} tmax {c['tmax']:>3} | b1 {c['b1']:>3} | b2 {c['b2']:>3} | "
             f"levels {c['n1']}+{c['n2']}+{c['n3']}{note}")

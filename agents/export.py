@@ -22,7 +22,7 @@ import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from agents.evaluate import find_result, load_student
+from agents.evaluate import find_result, layer_configs, load_student
 from quant.result import checked_teacher, read_checked
 from models import MODEL_NAMES
 from common.files import atomic_write, file_sha256
@@ -75,7 +75,7 @@ def export(config_path: str | None = None, output: str | None = None, teacher: s
         res = read_checked(config_path, model)
         teacher_path = checked_teacher(res, config_path, teacher)
         net = (load_student(student, config_path, res) if student else load_teacher(teacher_path, res["model"]))
-        tables = {n: [int(v) for v in c["table"]] for n, c in res["best"]["config"].items()}
+        tables = {n: [int(v) for v in c["table"]] for n, c in layer_configs(res, net if student else None).items()}
         meta.update(model=res["model"], result=str(Path(config_path).resolve()), result_sha256=file_sha256(config_path),
                     teacher_sha256=res["teacher"]["sha256"], levels=res["levels"],
                     tmax_rule=res.get("tmax_rule", "guide"), tables=json.dumps(tables))

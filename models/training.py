@@ -17,7 +17,8 @@ def make_optimizer(model: nn.Module, lr: float, wd: float, epochs: int, steps_pe
     """SGD (Nesterov, momentum 0.9): one-cycle for a float model from scratch, cosine decay when fine-tuning."""
     # fused: one kernel for all parameters. PyTorch's default on the CPU is a Python loop of
     # small ops, 0.46 against 0.12 ms a step for LeNet-5 (benchmarks/README.md).
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=wd, fused=True)
+    groups = model.optimizer_groups(lr, wd) if hasattr(model, "optimizer_groups") else model.parameters()
+    opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd, fused=True)
     total = epochs * steps_per_epoch
     if stage == "float":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.25)

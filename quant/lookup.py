@@ -111,3 +111,34 @@ def apply_table_ste(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     if not q.requires_grad:
         return apply_table(q, table)
     return _TableSTE.apply(q, table)
+
+
+class _LearnedClipSTE(torch.autograd.Function):
+    """table[q] forward, for a table whose clip tmax = table[255] follows a learned `alpha` (quant/finetune.py).
+
+    Backward to q: as _TableSTE. Backward to alpha, in the manner of LSQ (Esser
+    et al., 2020) and PACT (Choi et al., 2018): the table's levels scale with
+    the clip, so d out / d alpha = (out - q) / alpha up to tmax (the
+    straight-through derivative of alpha * T(q / alpha)) and 1 above it (a
+    saturated code *is* the clip); the sum is multiplied by `grad_scale`.
+    """
+
+    @staticmethod
+    def forward(ctx, q, alpha, table, grad_scale):
+        out = apply_table(q, table)
+        ctx.save_for_backward(q, out, alpha)
+        ctx.tmax, ctx.grad_scale = table[-1].item(), grad_scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, out, alpha = ctx.saved_tensors
+        inside = q <= ctx.tmax
+        d_alpha = torch.where(inside, (out - q) / alpha, torch.ones_like(q))
+        return grad * inside, (grad * d_alpha).sum().reshape(alpha.shape) * ctx.grad_scale, None, None
+
+
+def apply_table_learned_clip(q: torch.Tensor, alpha: torch.Tensor, table: torch.Tensor,
+                             grad_scale: float = 1.0) -> torch.Tensor:
+    """apply_table with the gradients of _LearnedClipSTE: to q, and to the clip `alpha` (codes) that made `table`."""
+    return _LearnedClipSTE.apply(q, alpha, table, grad_scale)

@@ -176,11 +176,15 @@ class QuantNet(nn.Module):
                 return self.linear_part(i, h)
             q = self.codes(i, h)
             if tables and st.name in tables:
-                q = apply_table_ste(q, tables[st.name])
+                q = self.apply_layer_table(st.name, q, tables[st.name])
             if record is not None:
                 record[st.name] = q
             h = self.next_input(i, q)
         raise AssertionError("unreachable: the last stage is the classifier")
+
+    def apply_layer_table(self, name: str, q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Layer `name`'s codes through its table (a student that learns its clips overrides this)."""
+        return apply_table_ste(q, table)
 
     @torch.no_grad()
     def calibrate(self, batches) -> None:
@@ -204,8 +208,10 @@ def load_teacher(path, model: str, stage: str = "qat") -> QuantNet:
                         f"finish it with: python train_baselines.py {stage} ... --resume")
     # BatchNorm is folded into the QAT weights, so the float model's placement does not matter here.
     qnet = QuantNet(build_model(model, "none"))
+    # A student's learned clips are in its tables (meta["tables"]), not in the INT8 model.
+    state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("clip_scale.")}
     try:
-        qnet.load_state_dict(ckpt["state_dict"])
+        qnet.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"{path} does not fit the {model} INT8 model: {str(e).splitlines()[0]}") from None
     qnet.batchnorm = meta.get("batchnorm", qnet.batchnorm)

@@ -130,6 +130,7 @@ def finetune_source(config_path: str | os.PathLike, model: str | None = None) ->
     checked_teacher(res, config_path)
     return {"model": res["model"], "teacher": res["teacher"],
             "tables": {n: c["table"] for n, c in res["best"]["config"].items()},
+            "params": {n: {k: v for k, v in c.items() if k != "table"} for n, c in res["best"]["config"].items()},
             "result": {"path": str(Path(config_path).resolve()), "sha256": file_sha256(config_path)}}
 
 

@@ -83,6 +83,22 @@ def encode_action(p: TapParams) -> np.ndarray:
     return np.array(b + [centre(p.n1 - 1, m - 3), centre(p.n2 - 1, m - p.n1 - 2)])
 
 
+def with_clip(p: TapParams, tmax: int) -> TapParams:
+    """p with its clip moved to `tmax` (1..255): breakpoints scaled in proportion, level counts kept.
+
+    A clip learned during fine-tuning (quant/finetune.py) moves the whole
+    table with it, as a learned step size moves a uniform quantizer's levels.
+    """
+    tmax = min(N_CODES - 1, max(1, tmax))
+    if tmax < 4:
+        b1, b2 = min(1, tmax), min(2, tmax)
+    else:
+        r = tmax / p.tmax
+        b1 = min(max(1, rnd(p.b1 * r)), tmax - 2)
+        b2 = min(max(b1 + 1, rnd(p.b2 * r)), tmax - 1)
+    return TapParams(tmax, b1, b2, p.n1, p.n2, p.n3, p.K, tmax < p.K)
+
+
 def levels_of(p: TapParams) -> list[int]:
     """The distinct codes the table maps to, ascending (0 included)."""
     if p.exact:

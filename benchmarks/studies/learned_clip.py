@@ -1,0 +1,102 @@
+"""Fine-tuning with a learned clip: does letting the student move each layer's tmax help?
+
+    python benchmarks/studies/learned_clip.py --teachers outputs/teachers/seed0 outputs/teachers/seed1 \
+        outputs/teachers/seed2 [--levels 16 8 4] [--clip-lrs 0 0.01 0.1 1]
+
+For each teacher (a directory holding lenet5_qat_preconvert.pth) and each K
+it writes the analytic result with the default (mse) clip, then fine-tunes
+a student from it with `train_baselines.py student`'s defaults (3 epochs)
+at each `--clip-lr` (0: the searched clips stay, today's student). What it
+prints per K and clip lr:
+
+  val       the student's accuracy on the 5,000-image validation split after
+            its last epoch (mean over teachers): what a default is chosen on;
+  test      the test drop against the INT8 teacher (mean ± sd over teachers)
+            and the paired difference to clip lr 0 (pooled per-image
+            differences, 95 % CI; positive = a larger drop): reported only;
+  clips     the learned tmax per layer (first teacher).
+
+Rows go to <first teacher>/learned_clip/rows.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents import search
+from agents.evaluate import layer_configs
+from clip_rules import paired_ci  # a sibling study: this directory is on sys.path
+from envs.config import ProblemConfig
+from models.data import load_cifar10
+from models.metrics import predict
+from quant.qat import load_teacher
+import train_baselines
+
+
+def test_correct(net, data, tables=None) -> np.ndarray:
+    kw = {"tables": {n: torch.tensor(t).float() for n, t in tables.items()}} if tables else {}
+    return (predict(net, data.test_x, "cpu", **kw) == data.test_y).numpy()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teachers", nargs="+", required=True, help="out-dirs holding lenet5_qat_preconvert.pth")
+    p.add_argument("--levels", type=int, nargs="+", default=[16, 8, 4])
+    p.add_argument("--clip-lrs", type=float, nargs="+", default=[0.0, 0.01, 0.1, 1.0])
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: the student's)")
+    p.add_argument("--data", default=None)
+    args = p.parse_args()
+
+    data = load_cifar10(args.data)
+    rows, correct = [], {}
+    for t in args.teachers:
+        teacher = load_teacher(Path(t) / "lenet5_qat_preconvert.pth", "lenet5")
+        t_correct = test_correct(teacher, data)
+        for levels in args.levels:
+            cfg = search.SearchConfig(algo="analytic", no_progress=True, result_file=f"learned_clip/k{levels}.json",
+                                      problem=ProblemConfig(levels=levels, out_dir=t, data=args.data))
+            with contextlib.redirect_stdout(io.StringIO()):
+                res = search.completed(cfg) or search.run(cfg)
+            for clip_lr in args.clip_lrs:
+                out_dir = Path(t) / "learned_clip" / f"k{levels}_cliplr{clip_lr:g}"
+                extra = {"epochs": args.epochs} if args.epochs else {}
+                stage = train_baselines.stage_args("student", config_path=str(cfg.result_path), out_dir=str(out_dir),
+                                                   data=args.data, clip_lr=clip_lr, no_progress=True, **extra)
+                with contextlib.redirect_stdout(io.StringIO()):
+                    meta = train_baselines.train(stage)
+                student = load_teacher(next(out_dir.glob("lenet5_student_*.pth")), "lenet5", stage="student")
+                configs = layer_configs(res, student)
+                c = test_correct(student, data, {n: x["table"] for n, x in configs.items()})
+                correct[t, levels, clip_lr] = c
+                rows.append({"teacher": t, "levels": levels, "clip_lr": clip_lr, "val_acc": meta["val_acc"],
+                             "test_drop": 100 * (t_correct.mean() - c.mean()),
+                             "clips": {n: x["tmax"] for n, x in configs.items()},
+                             "searched_clips": {n: x["tmax"] for n, x in res["best"]["config"].items()}})
+                print(json.dumps(rows[-1]), flush=True)
+    out = Path(args.teachers[0]) / "learned_clip" / "rows.json"
+    out.write_text(json.dumps(rows, indent=1))
+
+    print("\n| K | clip lr | val acc (mean) | test drop | test vs clip lr 0 [95 % CI] | clips (first teacher) |")
+    print("|---|---|---|---|---|---|")
+    for levels in args.levels:
+        for clip_lr in args.clip_lrs:
+            mine = [r for r in rows if r["levels"] == levels and r["clip_lr"] == clip_lr]
+            drops = [r["test_drop"] for r in mine]
+            mean, lo, hi = paired_ci([correct[t, levels, args.clip_lrs[0]].astype(np.int8)
+                                      - correct[t, levels, clip_lr].astype(np.int8) for t in args.teachers])
+            sd = np.std(drops, ddof=1) if len(drops) > 1 else 0.0
+            print(f"| {levels} | {clip_lr:g} | {np.mean([r['val_acc'] for r in mine]):.2f} "
+                  f"| {np.mean(drops):.2f} ± {sd:.2f} | {mean:+.2f} [{lo:+.2f}, {hi:+.2f}] "
+                  f"| {' '.join(str(v) for v in mine[0]['clips'].values())} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from tqdm import tqdm
@@ -28,28 +30,21 @@ from common.wandb_run import WANDB_MODES, start_wandb
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
 from common.files import file_sha256
 from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, save_checkpoint
-from common.cli import (add_common_args, non_negative_float, non_negative_int, positive_float, positive_int,
-                        resolve_device, run_main)
+from common.cli import (add_common_args, add_config_args, config_from_args, non_negative_float, non_negative_int,
+                        option, positive_float, positive_int, resolve_device, run_main)
 from models.batching import CROP_PAD, iterate
 from models.data import load_cifar10
 from common.errors import UserError
 from models.metrics import accuracy
 from models.training import distillation_loss, make_optimizer, train_epoch
-from quant.finetune import ATTENTION_WEIGHT, KD_TEMPERATURE, KD_WEIGHT, TapStudent
+from quant.finetune import ATTENTION_WEIGHT, CLIP_LR, KD_TEMPERATURE, KD_WEIGHT, TapStudent
 from quant.qat import DEFAULT_OBSERVER, OBSERVERS, QuantNet, load_teacher
 from quant.tap import TapParams
 
-DEFAULT_LR = {"float": 0.05, "qat": 0.001, "student": 0.0005}  # chosen on validation (benchmarks/README.md)
-LABEL = {"float": "Float", "qat": "QAT", "student": "Student"}
-# Float: 60 epochs, chosen on validation over seeds 0-2 against the guide's 30 (benchmarks/README.md, "Teachers").
-DEFAULT_EPOCHS = {"float": 60, "qat": 10, "student": 3}
 WEIGHT_DECAY = 5e-4
 LABEL_SMOOTHING = 0.1
 MAX_CROP_PAD = 16  # half the 32-pixel CIFAR-10 image
 CALIB_BATCHES = 20  # float-model batches that initialise the QAT observers
-FLOAT_KD_WEIGHT = 1.0
-DISTILL_EPOCHS = 0
-CLIP_LR = 0.0
 
 
 def crop_pad(text: str) -> int:
@@ -59,191 +54,290 @@ def crop_pad(text: str) -> int:
     return v
 
 
+@dataclass
+class StageConfig:
+    """What every stage shares: the optimiser, augmentation, seed and bookkeeping flags.
+
+    Each stage is a subclass whose fields are its flags (common/cli.option);
+    `options()` names the ones that make its weights what they are. Learning
+    rates were chosen on validation (benchmarks/README.md).
+    """
+
+    stage: ClassVar[str]
+    label: ClassVar[str]
+    help: ClassVar[str]
+
+    model: str | None = option("lenet5", "model to train", choices=MODEL_NAMES)
+    epochs: int = option(1, "training epochs", type=positive_int)
+    lr: float = option(0.05, "peak learning rate", type=positive_float)
+    weight_decay: float = option(WEIGHT_DECAY, "SGD weight decay", type=non_negative_float)
+    label_smoothing: float = option(LABEL_SMOOTHING, "cross-entropy label smoothing", type=non_negative_float)
+    crop_pad: int = option(CROP_PAD, "augmentation: random crop of the image padded by this many pixels, plus "
+                           "horizontal flip; 0 = flip only", type=crop_pad)
+    batch_size: int = option(128, "training batch size", type=positive_int)
+    seed: int = option(0, "seed of the initialisation, batch order and augmentation", type=int)
+    resume: bool = option(False, "continue an interrupted run of this stage", action="store_true")
+    no_progress: bool = option(False, "no progress bar (there is none when stderr is not a terminal)",
+                               action="store_true")
+    wandb: str = option("disabled", "Weights & Biases: per-epoch train loss, val accuracy and lr; offline needs "
+                        "no account or network", choices=WANDB_MODES)
+    wandb_project: str | None = option(None, "W&B project; None means $WANDB_PROJECT, else tapquant")
+    # Shared with every command (common/cli.add_common_args):
+    data: str | None = None
+    cache_dir: str | None = None
+    out_dir: str = "outputs"
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.epochs <= 0 or self.batch_size <= 0 or not self.lr > 0:
+            raise UserError(f"epochs, batch size and lr must be positive, got {self.epochs}, {self.batch_size}, "
+                            f"{self.lr}")
+        if not 0 <= self.crop_pad <= MAX_CROP_PAD:
+            raise UserError(f"crop padding must be 0..{MAX_CROP_PAD} pixels, got {self.crop_pad}")
+
+    def options(self) -> dict:
+        """The options that make this stage's weights what they are: recorded in its checkpoint, and compared
+        by --resume and by the pipeline before it reuses a checkpoint."""
+        return {k: getattr(self, k) for k in ("epochs", "batch_size", "seed", "weight_decay", "label_smoothing",
+                                              "crop_pad", "lr")}
+
+    def prepare(self) -> dict | None:
+        """Checks (and work) before training; returns what the model is made from, if anything."""
+        return None
+
+    def checkpoint(self) -> Path:
+        return checkpoint_path(self.out_dir, self.model, self.stage)
+
+    def initial_model(self, data, device, source: dict | None):
+        raise NotImplementedError
+
+    def extra_meta(self, source: dict | None) -> dict:
+        """What the checkpoint records of where the model came from."""
+        return {}
+
+    def loss_fn(self, model, device):
+        ce = torch.nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        return lambda xb, yb: ce(model(xb), yb)
+
+    def start_epoch(self, model, epoch: int) -> None:
+        pass
+
+
+@dataclass
+class FloatConfig(StageConfig):
+    stage: ClassVar[str] = "float"
+    label: ClassVar[str] = "Float"
+    help: ClassVar[str] = "train the float32 teacher"
+
+    # 60 epochs: chosen on validation over seeds 0-2 against the guide's 30 (benchmarks/README.md, "Teachers").
+    epochs: int = option(60, "float epochs (the guide's: 30)", type=positive_int)
+    lr: float = option(0.05, "peak learning rate (one-cycle)", type=positive_float)
+    distill_epochs: int = option(0, "first train a plain float model for this many epochs (into "
+                                 "<out-dir>/distill/) and distill from it; 0: plain training, the guide's",
+                                 type=non_negative_int)
+    distill_from: str | None = option(None, "a float checkpoint of the same model to distill from (its soft labels "
+                                      "join the loss: --kd-weight, --kd-temperature); None: plain cross-entropy")
+    kd_weight: float = option(1.0, "with --distill-from: weight of the distillation loss", type=non_negative_float)
+    kd_temperature: float = option(KD_TEMPERATURE, "with --distill-from: its temperature", type=positive_float)
+    batchnorm: str | None = option(None, "BatchNorm while training: none, after each conv, or after all layers but "
+                                   "the classifier; folded away when QAT starts; None: the model's ("
+                                   + ", ".join(f"{m} {b}" for m, b in DEFAULT_BATCHNORM.items()) + ")",
+                                   choices=BATCHNORM_CHOICES)
+
+    def options(self) -> dict:
+        opts = {**super().options(), "batchnorm": self.batchnorm or DEFAULT_BATCHNORM[self.model]}
+        if self.distill_epochs:  # options left off are not recorded: older checkpoints compare equal
+            opts["distill_epochs"] = self.distill_epochs
+        if self.distill_from:
+            opts.update(distill_from=file_sha256(self.distill_from), kd_weight=self.kd_weight,
+                        kd_temperature=self.kd_temperature)
+        return opts
+
+    def prepare(self) -> None:
+        if self.distill_epochs and not self.distill_from:
+            self.distill_from = str(train_distill_teacher(self))
+        if self.distill_from and not Path(self.distill_from).is_file():
+            raise UserError(f"--distill-from {self.distill_from}: no such float checkpoint; train one first with: "
+                            f"python train_baselines.py float --model {self.model} --out-dir <dir>")
+
+    def initial_model(self, data, device, source):
+        return build_model(self.model, self.batchnorm)
+
+    def loss_fn(self, model, device):
+        if not self.distill_from:
+            return super().loss_fn(model, device)
+        ce = torch.nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        teacher = load_float_model(self.distill_from, self.model).to(device).eval()
+
+        def loss_of(xb, yb):
+            logits = model(xb)
+            with torch.no_grad():
+                t_logits = teacher(xb)
+            return ce(logits, yb) + self.kd_weight * distillation_loss(logits, t_logits, self.kd_temperature)
+        return loss_of
+
+
+@dataclass
+class QatConfig(StageConfig):
+    stage: ClassVar[str] = "qat"
+    label: ClassVar[str] = "QAT"
+    help: ClassVar[str] = "quantization-aware training (INT8)"
+
+    epochs: int = option(10, "QAT epochs", type=positive_int, flag="--qat-epochs")
+    lr: float = option(0.001, "peak learning rate (cosine decay)", type=positive_float)
+    float_checkpoint: str | None = option(None, "float model to start from; None means "
+                                          "<out-dir>/<model>_float_unfused.pth")
+    observer: str = option(DEFAULT_OBSERVER, "activation-scale observer: running max of all batches, or an EMA of "
+                           "batch maxima", choices=OBSERVERS)
+
+    def options(self) -> dict:
+        return {**super().options(), "observer": self.observer}
+
+    def float_path(self) -> Path:
+        return Path(self.float_checkpoint or checkpoint_path(self.out_dir, self.model, "float"))
+
+    def initial_model(self, data, device, source):
+        qmodel = QuantNet(load_float_model(self.float_path(), self.model), observer=self.observer).to(device)
+        # Observers start from the float model's activations on unaugmented training batches.
+        idx = data.calibration_indices(CALIB_BATCHES * self.batch_size)
+        qmodel.calibrate(iterate(data.train_x[idx], data.train_y[idx], self.batch_size, device))
+        return qmodel
+
+    def extra_meta(self, source) -> dict:
+        return {"float_checkpoint": str(self.float_path())}
+
+    def start_epoch(self, model, epoch: int) -> None:
+        # Freeze the activation scales for the second half: the last epochs
+        # then train against the exact quantizer the teacher will use.
+        model.observing = epoch <= max(1, self.epochs // 2)
+
+
+@dataclass
+class StudentConfig(StageConfig):
+    stage: ClassVar[str] = "student"
+    label: ClassVar[str] = "Student"
+    help: ClassVar[str] = "fine-tune the INT8 teacher with a search result's tables in place"
+
+    model: str | None = option(None, "refuse a result of another model", choices=MODEL_NAMES)
+    epochs: int = option(3, "fine-tuning epochs", type=positive_int)
+    lr: float = option(0.0005, "peak learning rate (cosine decay)", type=positive_float)
+    label_smoothing: float = option(0.0, "cross-entropy label smoothing", type=non_negative_float)
+    config_path: str | None = option(None, "the search result whose tables the student keeps")
+    kd_temperature: float = option(KD_TEMPERATURE, "temperature of the distillation from the teacher's logits",
+                                   type=positive_float)
+    kd_weight: float = option(KD_WEIGHT, "weight of the distillation loss", type=non_negative_float)
+    attention_weight: float = option(ATTENTION_WEIGHT, "weight of the attention-transfer loss at the attention "
+                                     "layers (the search's w_att = 50 lowered validation accuracy)",
+                                     type=non_negative_float)
+    clip_lr: float = option(CLIP_LR, "learning rate of each layer's clip, in units of the searched clip (the "
+                            "tables follow it); 0 keeps the searched clips", type=non_negative_float)
+
+    def options(self) -> dict:
+        opts = {**super().options(), "kd_temperature": self.kd_temperature, "kd_weight": self.kd_weight,
+                "attention_weight": self.attention_weight}
+        if self.clip_lr:  # left off when 0: older students compare equal
+            opts["clip_lr"] = self.clip_lr
+        return opts
+
+    def prepare(self) -> dict:
+        if not self.config_path:
+            raise UserError("train_baselines.py student needs --config-path <search result .json>")
+        source = finetune_source(self.config_path, self.model)
+        self.model = source["model"]
+        return source
+
+    def checkpoint(self) -> Path:
+        return checkpoint_path(self.out_dir, self.model, self.stage, Path(self.config_path).stem)
+
+    def initial_model(self, data, device, source):
+        teacher = load_teacher(source["teacher"]["path"], self.model).to(device)
+        tables = {n: torch.tensor(t) for n, t in source["tables"].items()}
+        params = {n: TapParams(**p) for n, p in source["params"].items()}
+        return TapStudent(teacher, tables, self.kd_temperature, self.kd_weight, self.attention_weight,
+                          self.label_smoothing, params, self.clip_lr)
+
+    def extra_meta(self, source) -> dict:
+        return {k: source[k] for k in ("teacher", "result", "tables")}
+
+    def loss_fn(self, model, device):
+        return model.loss
+
+
+STAGES = {c.stage: c for c in (FloatConfig, QatConfig, StudentConfig)}
+DEFAULT_EPOCHS = {s: c.epochs for s, c in STAGES.items()}
+DEFAULT_LR = {s: c.lr for s, c in STAGES.items()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="stage", required=True)
-    for stage, help_ in (("float", "train the float32 teacher"), ("qat", "quantization-aware training (INT8)"),
-                         ("student", "fine-tune the INT8 teacher with a search result's tables in place")):
-        s = sub.add_parser(stage, help=help_)
-        if stage == "student":
-            s.add_argument("--config-path", default=None, help="the search result whose tables the student keeps")
-            s.add_argument("--model", default=None, choices=MODEL_NAMES, help="refuse a result of another model")
-            s.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS[stage],
-                           help=f"fine-tuning epochs (default {DEFAULT_EPOCHS[stage]})")
-            s.add_argument("--kd-temperature", type=positive_float, default=KD_TEMPERATURE,
-                           help=f"temperature of the distillation from the teacher's logits (default {KD_TEMPERATURE})")
-            s.add_argument("--kd-weight", type=non_negative_float, default=KD_WEIGHT,
-                           help=f"weight of the distillation loss (default {KD_WEIGHT})")
-            s.add_argument("--attention-weight", type=non_negative_float, default=ATTENTION_WEIGHT,
-                           help="weight of the attention-transfer loss at the attention layers (default "
-                                f"{ATTENTION_WEIGHT}; the search's w_att = 50 lowered validation accuracy)")
-            s.add_argument("--clip-lr", type=non_negative_float, default=CLIP_LR,
-                           help="learning rate of each layer's clip (in units of the searched clip); the "
-                                f"tables follow it; 0 keeps the searched clips (default {CLIP_LR})")
-        else:
-            s.add_argument("--model", default="lenet5", choices=MODEL_NAMES)
-        if stage == "float":
-            s.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS[stage],
-                           help=f"float epochs (default {DEFAULT_EPOCHS[stage]})")
-            s.add_argument("--distill-epochs", type=non_negative_int, default=DISTILL_EPOCHS,
-                           help="first train a plain float model for this many epochs (into <out-dir>/distill/) "
-                                f"and distill from it; 0: plain training, the guide's (default {DISTILL_EPOCHS})")
-            s.add_argument("--distill-from", default=None,
-                           help="a float checkpoint of the same model to distill from (its soft labels join the "
-                                "loss: --kd-weight, --kd-temperature); default: none, plain cross-entropy")
-            s.add_argument("--kd-weight", type=non_negative_float, default=FLOAT_KD_WEIGHT,
-                           help=f"with --distill-from: weight of the distillation loss (default {FLOAT_KD_WEIGHT})")
-            s.add_argument("--kd-temperature", type=positive_float, default=KD_TEMPERATURE,
-                           help=f"with --distill-from: its temperature (default {KD_TEMPERATURE})")
-            s.add_argument("--batchnorm", choices=BATCHNORM_CHOICES, default=None,
-                           help="BatchNorm while training: none, after each conv, or after all layers but the "
-                                "classifier; folded away when QAT starts (default: the model's, "
-                                + ", ".join(f"{m} {b}" for m, b in DEFAULT_BATCHNORM.items()) + ")")
-        elif stage == "qat":
-            s.add_argument("--qat-epochs", dest="epochs", type=positive_int, default=DEFAULT_EPOCHS[stage],
-                           help=f"QAT epochs (default {DEFAULT_EPOCHS[stage]})")
-            s.add_argument("--float-checkpoint", default=None,
-                           help="float model to start from (default: <out-dir>/<model>_float_unfused.pth)")
-            s.add_argument("--observer", choices=OBSERVERS, default=DEFAULT_OBSERVER,
-                           help="activation-scale observer: running max of all batches, or an EMA of "
-                                f"batch maxima (default {DEFAULT_OBSERVER})")
-        s.add_argument("--lr", type=positive_float, default=None,
-                       help=f"peak learning rate (default {DEFAULT_LR[stage]})")
-        s.add_argument("--weight-decay", type=non_negative_float, default=WEIGHT_DECAY,
-                       help=f"SGD weight decay (default {WEIGHT_DECAY})")
-        smoothing = 0.0 if stage == "student" else LABEL_SMOOTHING
-        s.add_argument("--label-smoothing", type=non_negative_float, default=smoothing,
-                       help=f"cross-entropy label smoothing (default {smoothing})")
-        s.add_argument("--crop-pad", type=crop_pad, default=CROP_PAD,
-                       help=f"augmentation: random crop of the image padded by this many pixels, plus "
-                            f"horizontal flip; 0 = flip only (default {CROP_PAD})")
-        s.add_argument("--batch-size", type=positive_int, default=128)
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--resume", action="store_true", help="continue an interrupted run of this stage")
-        s.add_argument("--no-progress", action="store_true", help="no progress bar")
-        s.add_argument("--wandb", default="disabled", choices=WANDB_MODES,
-                       help="Weights & Biases: per-epoch train loss, val accuracy and lr (default disabled; "
-                            "offline needs no account or network)")
-        s.add_argument("--wandb-project", default=None, help="W&B project (default: $WANDB_PROJECT, else tapquant)")
+    for stage, cls in STAGES.items():
+        s = sub.add_parser(stage, help=cls.help, description=cls.help)
+        add_config_args(s, cls)
         add_common_args(s)
     return p
 
 
-def stage_args(stage: str, **values) -> argparse.Namespace:
-    """A stage's flags as parsed from the command line: its defaults, with `values` instead where given."""
-    args = build_parser().parse_args([stage])
-    unknown = sorted(set(values) - set(vars(args)))
-    if unknown:
-        raise TypeError(f"train_baselines {stage} has no option {unknown}")
-    vars(args).update(values)
-    return args
+def config_of(args: argparse.Namespace) -> StageConfig:
+    """The stage's config from parsed flags."""
+    return config_from_args(STAGES[args.stage], args)
 
 
-def stage_options(args) -> dict:
-    """The options that make a stage's weights what they are: recorded in its checkpoint, and compared
-    by --resume and by the pipeline before it reuses a checkpoint."""
-    opts = {k: getattr(args, k) for k in ("epochs", "batch_size", "seed", "weight_decay", "label_smoothing",
-                                          "crop_pad")}
-    opts["lr"] = args.lr or DEFAULT_LR[args.stage]
-    if args.stage == "float":
-        opts["batchnorm"] = args.batchnorm or DEFAULT_BATCHNORM[args.model]
-        if args.distill_epochs:  # options left off are not recorded: older checkpoints compare equal
-            opts["distill_epochs"] = args.distill_epochs
-        if args.distill_from:
-            opts.update(distill_from=file_sha256(args.distill_from), kd_weight=args.kd_weight,
-                        kd_temperature=args.kd_temperature)
-    elif args.stage == "qat":
-        opts["observer"] = args.observer
-    else:
-        opts.update(kd_temperature=args.kd_temperature, kd_weight=args.kd_weight,
-                    attention_weight=args.attention_weight)
-        if args.clip_lr:  # left off when 0: older students compare equal
-            opts["clip_lr"] = args.clip_lr
-    return opts
+def parse_args(argv=None) -> StageConfig:
+    return config_of(build_parser().parse_args(argv))
 
 
-def initial_model(args, data, device, source: dict | None = None):
-    torch.manual_seed(args.seed)
-    if args.stage == "float":
-        return build_model(args.model, args.batchnorm)
-    if args.stage == "student":
-        teacher = load_teacher(source["teacher"]["path"], args.model).to(device)
-        tables = {n: torch.tensor(t) for n, t in source["tables"].items()}
-        params = {n: TapParams(**p) for n, p in source["params"].items()}
-        return TapStudent(teacher, tables, args.kd_temperature, args.kd_weight, args.attention_weight,
-                          args.label_smoothing, params, args.clip_lr)
-    src = args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float")
-    qmodel = QuantNet(load_float_model(src, args.model), observer=args.observer).to(device)
-    # Observers start from the float model's activations on unaugmented training batches.
-    idx = data.calibration_indices(CALIB_BATCHES * args.batch_size)
-    calib = iterate(data.train_x[idx], data.train_y[idx], args.batch_size, device)
-    qmodel.calibrate(calib)
-    return qmodel
+def stage_config(stage: str, **values) -> StageConfig:
+    """A stage's config: its defaults, with `values` instead where given."""
+    return STAGES[stage](**values)
 
 
-def train_distill_teacher(args) -> Path:
+def train_distill_teacher(cfg: FloatConfig) -> Path:
     """The plain float model a --distill-epochs run distills from: trained (or resumed, or reused when complete)
     in <out-dir>/distill/ with the same flags and --distill-epochs epochs."""
-    teacher = argparse.Namespace(**{**vars(args), "out_dir": str(Path(args.out_dir) / "distill"),
-                                    "epochs": args.distill_epochs, "distill_epochs": 0, "distill_from": None,
-                                    "wandb": "disabled"})
-    path = checkpoint_path(teacher.out_dir, args.model, "float")
+    teacher = replace(cfg, out_dir=str(Path(cfg.out_dir) / "distill"), epochs=cfg.distill_epochs, distill_epochs=0,
+                      distill_from=None, wandb="disabled")
+    path = teacher.checkpoint()
     teacher.resume = path.is_file()
     if teacher.resume:
-        meta = load_checkpoint(path, model=args.model, stage="float")["meta"]
+        meta = load_checkpoint(path, model=cfg.model, stage="float")["meta"]
         if meta.get("complete"):
-            diff = [k for k, v in stage_options(teacher).items() if meta.get(k) != v]
+            diff = [k for k, v in teacher.options().items() if meta.get(k) != v]
             if diff:
                 raise UserError(f"{path} (the model to distill from) was trained with other {', '.join(diff)}; "
                                 f"delete it, or pass another --out-dir")
             return path
-    print(f"[Float] the model to distill from: {args.distill_epochs} plain epochs into {path}", flush=True)
+    print(f"[Float] the model to distill from: {cfg.distill_epochs} plain epochs into {path}", flush=True)
     train(teacher)
     return path
 
 
-def train(args, on_epoch_end=None) -> dict:
+def train(args: StageConfig, on_epoch_end=None) -> dict:
     """Runs one stage; returns the final metadata. `on_epoch_end(epoch)` is a test hook."""
     device = resolve_device(args.device)
-    lr = args.lr or DEFAULT_LR[args.stage]
-    label = LABEL[args.stage]
-    source = None
-    if args.stage == "float" and args.distill_epochs and not args.distill_from:
-        args.distill_from = str(train_distill_teacher(args))
-    distill_from = getattr(args, "distill_from", None)
-    if distill_from and not Path(distill_from).is_file():
-        raise UserError(f"--distill-from {distill_from}: no such float checkpoint; train one first with: "
-                        f"python train_baselines.py float --model {args.model} --out-dir <dir>")
-    if args.stage == "student":
-        if not args.config_path:
-            raise UserError("train_baselines.py student needs --config-path <search result .json>")
-        source = finetune_source(args.config_path, args.model)
-        args.model = source["model"]
-    out = checkpoint_path(args.out_dir, args.model, args.stage,
-                          Path(args.config_path).stem if args.stage == "student" else None)
+    label = args.label
+    source = args.prepare()
+    out = args.checkpoint()
     data = load_cifar10(args.data, args.cache_dir, verbose=True)
     train_idx, val_idx = data.split()
     train_x, train_y = data.train_x[train_idx], data.train_y[train_idx]
     val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     steps = math.ceil(len(train_x) / args.batch_size)
 
-    model = initial_model(args, data, device, source).to(device)
-    opt, sched = make_optimizer(model, lr, args.weight_decay, args.epochs, steps, args.stage)
+    torch.manual_seed(args.seed)
+    model = args.initial_model(data, device, source).to(device)
+    opt, sched = make_optimizer(model, args.lr, args.weight_decay, args.epochs, steps, args.stage)
     gen = torch.Generator().manual_seed(args.seed)
-    meta = {"model": args.model, "stage": args.stage, **stage_options(args), "epochs_done": 0,
-            "data_source": data.source, "data_hash": data.source_hash, "history": [], "complete": False}
-    meta["batchnorm"] = model.batchnorm
-    if args.stage == "qat":
-        meta["float_checkpoint"] = str(args.float_checkpoint or checkpoint_path(args.out_dir, args.model, "float"))
-    if source:
-        meta.update({k: source[k] for k in ("teacher", "result", "tables")})
+    meta = {"model": args.model, "stage": args.stage, **args.options(), "epochs_done": 0,
+            "data_source": data.source, "data_hash": data.source_hash, "history": [], "complete": False,
+            "batchnorm": model.batchnorm, **args.extra_meta(source)}
 
     if args.resume:
         ckpt = load_checkpoint(out, model=args.model, stage=args.stage)
         ts, old = ckpt["train_state"], ckpt["meta"]
         if old.get("complete"):
             raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
-        for k in (*stage_options(args), "result"):
+        for k in (*args.options(), "result"):
             if old.get(k) != meta.get(k):
                 raise UserError(f"cannot resume {out}: it was started with {k}={old.get(k)}, now {meta.get(k)}; "
                                 f"use the same flags, or start over without --resume")
@@ -256,28 +350,12 @@ def train(args, on_epoch_end=None) -> dict:
         meta = old
         print(f"[{label}] resuming after epoch {meta['epochs_done']} of {meta['epochs']}", flush=True)
 
-    if args.stage == "student":
-        loss_of = model.loss
-    elif args.stage == "float" and args.distill_from:
-        ce = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-        distill_teacher = load_float_model(args.distill_from, args.model).to(device).eval()
-
-        def loss_of(xb, yb):
-            logits = model(xb)
-            with torch.no_grad():
-                t_logits = distill_teacher(xb)
-            return ce(logits, yb) + args.kd_weight * distillation_loss(logits, t_logits, args.kd_temperature)
-    else:
-        ce = torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-        loss_of = lambda xb, yb: ce(model(xb), yb)  # noqa: E731
+    loss_of = args.loss_fn(model, device)
     run = start_wandb(args.wandb, out.stem, {k: v for k, v in meta.items() if k not in ("history", "tables")},
                       args.out_dir, args.wandb_project)
     for epoch in range(meta["epochs_done"] + 1, args.epochs + 1):
         t0 = time.perf_counter()
-        if args.stage == "qat":
-            # Freeze the activation scales for the second half: the last epochs
-            # then train against the exact quantizer the teacher will use.
-            model.observing = epoch <= max(1, args.epochs // 2)
+        args.start_epoch(model, epoch)
         batches = iterate(train_x, train_y, args.batch_size, device, gen, train=True, crop_pad=args.crop_pad)
         bar = tqdm(batches, total=steps, desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch",
                    disable=True if args.no_progress else None)  # None: a bar only on a terminal
@@ -314,8 +392,7 @@ def train(args, on_epoch_end=None) -> dict:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    train(args)
+    train(parse_args(argv))
     return 0
 
 

@@ -71,13 +71,13 @@ def main(argv=None) -> int:
 def run_stages(args, cfg, common: dict) -> None:
     for stage, epochs in (("float", args.epochs), ("qat", args.qat_epochs)):
         path = checkpoint_path(args.out_dir, args.model, stage)
-        stage_args = train_baselines.stage_args(stage, epochs=epochs, **common)
-        state = stage_state(path, args.model, stage, train_baselines.stage_options(stage_args))
+        stage_cfg = train_baselines.stage_config(stage, epochs=epochs, **common)
+        state = stage_state(path, args.model, stage, stage_cfg.options())
         if state == "complete":
             print(f"[Pipeline] {stage}: {path} is complete, skipping (delete it to retrain)", flush=True)
             continue
-        stage_args.resume = state == "partial"
-        train_baselines.train(stage_args)
+        stage_cfg.resume = state == "partial"
+        train_baselines.train(stage_cfg)
 
     if search.completed(cfg):
         print(f"[Pipeline] search: {cfg.result_path} is complete, skipping (delete it to search again)", flush=True)
@@ -92,7 +92,7 @@ def run_stages(args, cfg, common: dict) -> None:
         if state == "complete":
             print(f"[Pipeline] student: {student} is complete, skipping (delete it to fine-tune again)", flush=True)
         else:
-            train_baselines.train(train_baselines.stage_args(
+            train_baselines.train(train_baselines.stage_config(
                 "student", config_path=str(cfg.result_path), epochs=args.finetune_epochs,
                 resume=state == "partial", **common))
         evaluate_result(cfg.result_path, student=str(student), **where)

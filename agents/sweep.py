@@ -181,7 +181,7 @@ def parse_finetune(finetune: dict, config_path, common: dict, where: str, resume
 
     argv = ["student", "--config-path", str(config_path), "--no-progress"] + (["--resume"] if resume else [])
     argv += [a for k, v in {**common, **finetune}.items() if v is not None for a in as_flags(k, v)]
-    return _strict(train_baselines.build_parser(), where).parse_args(argv)
+    return train_baselines.config_of(_strict(train_baselines.build_parser(), where).parse_args(argv))
 
 
 def trial_result_file(common: dict, sweep_name: str, params: dict) -> str:

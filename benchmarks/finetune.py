@@ -92,7 +92,7 @@ def main() -> None:
         drops = []
         for seed in args.seeds:
             out = Path(args.out_dir) / f"bench_finetune_s{seed}"
-            meta = train_baselines.train(train_baselines.stage_args(
+            meta = train_baselines.train(train_baselines.stage_config(
                 "student", config_path=str(result), seed=seed, out_dir=str(out), data=args.data, no_progress=True,
                 **flags))
             path = checkpoint_path(out, "lenet5", "student", result.stem)

@@ -42,7 +42,7 @@ def train_stage(stage: str, out: Path, seed: int, data, flags: str) -> dict:
     argv = [stage, "--seed", str(seed), "--out-dir", str(out), "--no-progress", *shlex.split(flags)]
     if data:
         argv += ["--data", data]
-    args = train_baselines.build_parser().parse_args(argv)
+    args = train_baselines.parse_args(argv)
     with contextlib.redirect_stdout(io.StringIO()):
         return train_baselines.train(args)
 

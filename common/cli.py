@@ -21,7 +21,7 @@ def option(default, help: str, **argparse_kw):
     """A config dataclass field that is also a command-line flag (`--field-name`).
 
     `help` documents the field and the flag alike; argparse_kw (type, choices,
-    action, ...) say how the flag parses.
+    action, ...) say how the flag parses, and `flag` names it otherwise.
     """
     return field(default=default, metadata={"help": help, **argparse_kw})
 
@@ -33,10 +33,11 @@ def add_config_args(p: argparse.ArgumentParser, cls, skip=COMMON_FLAGS) -> None:
             continue
         kw = dict(f.metadata)
         text = kw.pop("help")
+        flag = kw.pop("flag", "--" + f.name.replace("_", "-"))
         default = None if f.default is MISSING else f.default
         if kw.get("action") != "store_true":
             text += f" (default: {default})"
-        p.add_argument("--" + f.name.replace("_", "-"), default=default, help=text, **kw)
+        p.add_argument(flag, dest=f.name, default=default, help=text, **kw)
 
 
 def config_from_args(cls, args: argparse.Namespace, **values):

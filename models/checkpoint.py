@@ -88,7 +88,7 @@ def refuse_if_made_otherwise(path, recorded: dict, wanted: dict, what: str) -> N
 
 def stage_state(path, model: str, stage: str, options: dict | None = None) -> str:
     """A training stage's output: 'missing', 'partial' or 'complete'. One made with other `options`
-    (train_baselines.stage_options) than asked is refused rather than reused or resumed."""
+    (train_baselines.StageConfig.options) than asked is refused rather than reused or resumed."""
     path = Path(path)
     if not path.is_file():
         return "missing"

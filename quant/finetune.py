@@ -40,6 +40,7 @@ from quant.tap import TapParams, build_table, rnd, with_clip
 # attention transfer is there to use, but every weight of it tried lowered the student's
 # accuracy, so it is off by default.
 KD_TEMPERATURE, KD_WEIGHT, ATTENTION_WEIGHT = 4.0, 3.0, 0.0
+CLIP_LR = 0.0  # learned clips: benchmarks/README.md, "Fine-tuning with a learned clip"
 
 
 class TapStudent(QuantNet):

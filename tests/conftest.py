@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -37,11 +36,11 @@ def _isolated_cache(cache_dir, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
-def train_args(stage: str, out_dir: Path, data: Path, cache: Path, **kw) -> Namespace:
-    """train_baselines' parsed flags (its own defaults), for 1 epoch at batch 64 unless `kw` says otherwise."""
-    from train_baselines import stage_args
+def train_args(stage: str, out_dir: Path, data: Path, cache: Path, **kw):
+    """train_baselines' stage config (its own defaults), for 1 epoch at batch 64 unless `kw` says otherwise."""
+    from train_baselines import stage_config
 
-    return stage_args(stage, **{"data": str(data), "cache_dir": str(cache), "out_dir": str(out_dir), "device": "cpu",
+    return stage_config(stage, **{"data": str(data), "cache_dir": str(cache), "out_dir": str(out_dir), "device": "cpu",
                                 "batch_size": 64, "epochs": 1, **kw})
 
 

@@ -92,7 +92,7 @@ def test_evaluate_names_the_result_a_foreign_student_was_made_for(result, tiny_t
     other = tiny_teacher / "tri_ppo_int_codes" / "bad_input_other.json"
     doc = json.loads(open(result).read())
     other.write_text(json.dumps(doc))
-    train_baselines.train(train_baselines.stage_args("student", config_path=str(other), epochs=1, batch_size=64,
+    train_baselines.train(train_baselines.stage_config("student", config_path=str(other), epochs=1, batch_size=64,
                                                      out_dir=str(tiny_teacher), data=str(tiny_tar),
                                                      cache_dir=str(cache_dir), device="cpu", no_progress=True))
     student = tiny_teacher / "lenet5_student_bad_input_other.pth"

@@ -34,6 +34,7 @@ from agents import search
 from agents.evaluate import layer_configs
 from clip_rules import paired_ci  # a sibling study: this directory is on sys.path
 from envs.config import ProblemConfig
+from models.checkpoint import load_checkpoint, stage_state
 from models.data import load_cifar10
 from models.metrics import predict
 from quant.qat import load_teacher
@@ -67,11 +68,17 @@ def main() -> int:
             for clip_lr in args.clip_lrs:
                 out_dir = Path(t) / "learned_clip" / f"k{levels}_cliplr{clip_lr:g}"
                 extra = {"epochs": args.epochs} if args.epochs else {}
-                stage = train_baselines.stage_args("student", config_path=str(cfg.result_path), out_dir=str(out_dir),
+                stage = train_baselines.stage_config("student", config_path=str(cfg.result_path), out_dir=str(out_dir),
                                                    data=args.data, clip_lr=clip_lr, no_progress=True, **extra)
-                with contextlib.redirect_stdout(io.StringIO()):
-                    meta = train_baselines.train(stage)
-                student = load_teacher(next(out_dir.glob("lenet5_student_*.pth")), "lenet5", stage="student")
+                path = out_dir / f"lenet5_student_k{levels}.pth"
+                state = stage_state(path, "lenet5", "student", stage.options())
+                if state == "complete":  # a rerun reuses finished students, and resumes an interrupted one
+                    meta = load_checkpoint(path)["meta"]
+                else:
+                    stage.resume = state == "partial"
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        meta = train_baselines.train(stage)
+                student = load_teacher(path, "lenet5", stage="student")
                 configs = layer_configs(res, student)
                 c = test_correct(student, data, {n: x["table"] for n, x in configs.items()})
                 correct[t, levels, clip_lr] = c

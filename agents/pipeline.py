@@ -6,12 +6,19 @@
 Each stage is skipped when its output is already complete and resumed when
 it was interrupted, so rerunning the command after Ctrl-C loses nothing.
 The search flags are agents.search's; --seed seeds the teachers too.
+
+Outputs know what made them. A run whose teachers' flags (--epochs,
+--qat-epochs, --seed) differ from the defaults goes into its own directory,
+<out-dir>/<those flags>/ (e.g. outputs/seed1/), and the result's default
+name carries the search options that differ (e.g. lenet5_ppo_K8_result.json):
+a rerun with other flags makes its own outputs and never reuses another's.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import train_baselines
 from agents import search
@@ -57,8 +64,23 @@ def log_eval(args, cfg, test: dict, where: dict) -> None:
     run_.finish()
 
 
+# The teachers' flags, in the order a run directory names them.
+TEACHER_FLAGS = {"epochs": "epochs", "qat_epochs": "qat-epochs", "seed": "seed"}
+
+
+def run_dir(args) -> str:
+    """<out-dir> for the default teachers; <out-dir>/<flag><value>_... for teachers made with other flags."""
+    defaults = build_parser().parse_args([])
+    parts = [f"{flag}{getattr(args, k)}" for k, flag in TEACHER_FLAGS.items() if getattr(args, k) != getattr(defaults, k)]
+    return str(Path(args.out_dir, "_".join(parts))) if parts else args.out_dir
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    out = run_dir(args)
+    if out != args.out_dir:
+        print(f"[Pipeline] the teachers' flags differ from the defaults: this run's outputs go to {out}/", flush=True)
+    args.out_dir = out
     cfg = config_from_args(search.SearchConfig, args, problem=config_from_args(ProblemConfig, args))
     common = dict(model=args.model, seed=args.seed, data=args.data, cache_dir=args.cache_dir, out_dir=args.out_dir,
                   device=args.device, no_progress=args.no_progress, wandb=args.wandb, wandb_project=args.wandb_project)

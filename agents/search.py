@@ -10,6 +10,8 @@ that `--resume` continues from (agents/resume.py).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -47,8 +49,9 @@ class SearchConfig:
         None, "with the analytic anchor: training images (never scored by the search, never the test set) on which "
               "the search's best few configurations must beat the anchor to be chosen (agents/selection.py); "
               "None: up to 20,000; 0: keep the search split's best, the guide's choice", type=non_negative_int)
-    result_file: str | None = option(None, "result file name under <out-dir>/tri_ppo_int_codes/; "
-                                           "None means <model>_<algo>_result.json")
+    result_file: str | None = option(None, "result file name under <out-dir>/tri_ppo_int_codes/; None means "
+                                           "<model>_<algo>_result.json with the options that differ from the "
+                                           "defaults in the name (e.g. lenet5_ppo_K8_seed1_result.json)")
     wandb: str = option("disabled", "Weights & Biases: offline needs no account or network", choices=WANDB_MODES)
     wandb_project: str | None = option(None, "W&B project; None means $WANDB_PROJECT, else tapquant")
     no_progress: bool = option(False, "no progress bar", action="store_true")
@@ -57,8 +60,20 @@ class SearchConfig:
 
     @property
     def result_path(self) -> Path:
-        name = self.result_file or f"{self.problem.model}_{self.algo}_result.json"
-        return result_path(self.problem.out_dir, name)
+        return result_path(self.problem.out_dir, self.result_file or self.default_result_name())
+
+    def default_result_name(self) -> str:
+        """The guide's <model>_<algo>_result.json on the default options. Options that differ are named in it
+        (lenet5_ppo_K8_seed1_result.json), any others by a short hash, so that searches with other options
+        never meet in one file."""
+        base = SearchConfig(ProblemConfig(model=self.problem.model), algo=self.algo)
+        theirs = {**base.problem.as_dict(), **base.search_options()}
+        differ = {k: v for k, v in {**self.problem.as_dict(), **self.search_options()}.items()
+                  if k not in NOT_IN_NAME and v != theirs[k]}
+        parts = [form.format(differ.pop(k)) for k, form in IN_NAME.items() if k in differ]
+        if differ:
+            parts.append(hashlib.sha256(json.dumps(differ, sort_keys=True).encode()).hexdigest()[:8])
+        return "_".join([self.problem.model, self.algo, *parts, "result"]) + ".json"
 
     def search_options(self) -> dict:
         """How it searches (not the problem, nor how it is shown or logged): recorded in the result."""
@@ -71,6 +86,11 @@ class SearchConfig:
 
 # Options that change how a search is shown, logged or saved, never its result.
 SHOWN_ONLY = ("wandb", "wandb_project", "no_progress", "checkpoint_every", "problem")
+# A default result name spells these options out when they differ from their defaults, and hashes the
+# rest but these: the name holds the model and algo already, and where the teacher and data come from
+# (not what they are) is the out-dir's business.
+IN_NAME = {"levels": "K{}", "tmax_rule": "{}", "seed": "seed{}", "episodes": "{}ep"}
+NOT_IN_NAME = ("model", "algo", "result_file", "teacher", "out_dir", "data", "cache_dir", "device")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,13 +11,21 @@ def test_pipeline_runs_every_stage_then_skips_what_is_done(tmp_path, tiny_tar, c
     out = capsys.readouterr().out
     assert "[Float] Test Acc" in out and "[QAT] Test Acc" in out and "[RANDOM] Episode 12 | Teacher" in out
     assert out.strip().splitlines()[-1].startswith("[Eval] Teacher ")
-    assert read_result(tmp_path / "tri_ppo_int_codes" / "lenet5_random_result.json")["complete"]
+    run = tmp_path / "epochs1_qat-epochs1"  # the teachers' flags are not the defaults: a directory of their own
+    assert f"outputs go to {run}/" in out.splitlines()[0]
+    result = only(run.glob("tri_ppo_int_codes/lenet5_random_12ep_*_result.json"))
+    assert read_result(result)["complete"]
     assert run_main(pipeline.main, argv + ["--export"]) == 0
     out = capsys.readouterr().out
     assert out.count("skipping") == 3 and "[Float] Epoch" not in out
     assert "[Eval] Teacher " in out and out.strip().splitlines()[-3:] == [
-        f"[Export] wrote {tmp_path / 'tri_ppo_int_codes' / f'lenet5_random_result{end}'}"
-        for end in (".onnx", "_tables.json", "_tables.h")]
+        f"[Export] wrote {result.with_name(result.stem + end)}" for end in (".onnx", "_tables.json", "_tables.h")]
+
+
+def only(paths):
+    paths = list(paths)
+    assert len(paths) == 1, paths
+    return paths[0]
 
 
 def test_pipeline_fine_tunes_the_student_and_prints_both_eval_lines(tmp_path, tiny_tar, cache_dir, capsys):
@@ -26,7 +34,8 @@ def test_pipeline_fine_tunes_the_student_and_prints_both_eval_lines(tmp_path, ti
             "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path), "--device", "cpu", "--no-progress"]
     assert run_main(pipeline.main, argv) == 0
     out = capsys.readouterr().out
-    assert "[Student] Epoch 1 | Val Acc " in out and (tmp_path / "lenet5_student_lenet5_random_result.pth").is_file()
+    assert "[Student] Epoch 1 | Val Acc " in out
+    assert only((tmp_path / "epochs1_qat-epochs1").glob("lenet5_student_lenet5_random_8ep_*_result.pth"))
     evals = [line for line in out.splitlines() if line.startswith("[Eval] Teacher ")]
     assert len(evals) == 2 and evals[0].split("|")[0] == evals[1].split("|")[0]  # same teacher, two students
     assert "| student " in out
@@ -53,17 +62,27 @@ def test_pipeline_wandb_runs_form_one_group_with_the_eval_pictures(tmp_path, tin
     assert list(eval_run.rglob("*_layers*.png")) and list(eval_run.rglob("*_search*.png"))
 
 
-def test_a_rerun_with_other_flags_never_reuses_what_other_flags_made(tmp_path, tiny_tar, cache_dir, capsys):
+def test_a_rerun_with_other_flags_makes_its_own_outputs(tmp_path, tiny_tar, cache_dir, capsys):
     argv = ["--epochs", "1", "--qat-epochs", "1", "--episodes", "8", "--algo", "random", "--search-size", "60",
             "--calib-batches", "2", "--data", str(tiny_tar), "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path),
             "--device", "cpu", "--no-progress"]
     assert run_main(pipeline.main, argv) == 0
+    first = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     capsys.readouterr()
-    for extra, named in ((["--levels", "8"], "levels=16 (asked: 8)"), (["--seed", "1"], "seed=0 (asked: 1)"),
-                         (["--tmax-rule", "p99"], "(asked: 'p99')")):
-        assert run_main(pipeline.main, argv + extra) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and named in err[0] and "--out-dir" in err[0]
-    argv[1] = "2"  # --epochs 2: the float teacher was trained for 1
-    assert run_main(pipeline.main, argv) == 2
-    assert "epochs=1 (asked: 2)" in capsys.readouterr().err
+    for extra, teachers, result in ((["--levels", "8"], "epochs1_qat-epochs1", "lenet5_random_K8_8ep_*_result.json"),
+                                    (["--tmax-rule", "p99"], "epochs1_qat-epochs1", "lenet5_random_p99_8ep_*"),
+                                    (["--seed", "1"], "epochs1_qat-epochs1_seed1", "lenet5_random_seed1_8ep_*"),
+                                    (["--epochs", "2"], "epochs2_qat-epochs1", "lenet5_random_8ep_*")):
+        assert run_main(pipeline.main, argv + extra) == 0
+        out = capsys.readouterr().out
+        trained = "[Float] Test Acc" in out
+        assert trained == (teachers != "epochs1_qat-epochs1"), extra  # new teachers only for new teachers' flags
+        assert read_result(only((tmp_path / teachers / "tri_ppo_int_codes").glob(result)))["complete"]
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # the first run's outputs are untouched
+    # An explicit --result-file made with other options is refused in one line, never reused.
+    named = argv + ["--result-file", "mine.json"]
+    assert run_main(pipeline.main, named) == 0
+    capsys.readouterr()
+    assert run_main(pipeline.main, named + ["--levels", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "levels=16 (asked: 8)" in err[0] and "--out-dir" in err[0]

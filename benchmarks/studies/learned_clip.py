@@ -10,7 +10,9 @@ at each `--clip-lr` (0: the searched clips stay, today's student). What it
 prints per K and clip lr:
 
   val       the student's accuracy on the 5,000-image validation split after
-            its last epoch (mean over teachers): what a default is chosen on;
+            its last epoch (mean over teachers) and the paired difference to
+            clip lr 0 (pooled per-image, 95 % CI; positive = more images
+            right): what a default is chosen on;
   test      the test drop against the INT8 teacher (mean ± sd over teachers)
             and the paired difference to clip lr 0 (pooled per-image
             differences, 95 % CI; positive = a larger drop): reported only;
@@ -41,9 +43,9 @@ from quant.qat import load_teacher
 import train_baselines
 
 
-def test_correct(net, data, tables=None) -> np.ndarray:
+def correct(net, x, y, tables=None) -> np.ndarray:
     kw = {"tables": {n: torch.tensor(t).float() for n, t in tables.items()}} if tables else {}
-    return (predict(net, data.test_x, "cpu", **kw) == data.test_y).numpy()
+    return (predict(net, x, "cpu", **kw) == y).numpy()
 
 
 def main() -> int:
@@ -56,17 +58,19 @@ def main() -> int:
     args = p.parse_args()
 
     data = load_cifar10(args.data)
-    rows, correct = [], {}
+    val_x, val_y = data.train_x[data.split()[1]], data.train_y[data.split()[1]]
+    rows, on_test, on_val = [], {}, {}
+    tag = f"_epochs{args.epochs}" if args.epochs else ""
     for t in args.teachers:
         teacher = load_teacher(Path(t) / "lenet5_qat_preconvert.pth", "lenet5")
-        t_correct = test_correct(teacher, data)
+        t_correct = correct(teacher, data.test_x, data.test_y)
         for levels in args.levels:
             cfg = search.SearchConfig(algo="analytic", no_progress=True, result_file=f"learned_clip/k{levels}.json",
                                       problem=ProblemConfig(levels=levels, out_dir=t, data=args.data))
             with contextlib.redirect_stdout(io.StringIO()):
                 res = search.completed(cfg) or search.run(cfg)
             for clip_lr in args.clip_lrs:
-                out_dir = Path(t) / "learned_clip" / f"k{levels}_cliplr{clip_lr:g}"
+                out_dir = Path(t) / "learned_clip" / (f"k{levels}_cliplr{clip_lr:g}" + tag)
                 extra = {"epochs": args.epochs} if args.epochs else {}
                 stage = train_baselines.stage_config("student", config_path=str(cfg.result_path), out_dir=str(out_dir),
                                                    data=args.data, clip_lr=clip_lr, no_progress=True, **extra)
@@ -80,28 +84,40 @@ def main() -> int:
                         meta = train_baselines.train(stage)
                 student = load_teacher(path, "lenet5", stage="student")
                 configs = layer_configs(res, student)
-                c = test_correct(student, data, {n: x["table"] for n, x in configs.items()})
-                correct[t, levels, clip_lr] = c
+                tables = {n: x["table"] for n, x in configs.items()}
+                c = on_test[t, levels, clip_lr] = correct(student, data.test_x, data.test_y, tables)
+                on_val[t, levels, clip_lr] = correct(student, val_x, val_y, tables)
                 rows.append({"teacher": t, "levels": levels, "clip_lr": clip_lr, "val_acc": meta["val_acc"],
                              "test_drop": 100 * (t_correct.mean() - c.mean()),
                              "clips": {n: x["tmax"] for n, x in configs.items()},
                              "searched_clips": {n: x["tmax"] for n, x in res["best"]["config"].items()}})
                 print(json.dumps(rows[-1]), flush=True)
-    out = Path(args.teachers[0]) / "learned_clip" / "rows.json"
+    out = Path(args.teachers[0]) / "learned_clip" / f"rows{tag}.json"
     out.write_text(json.dumps(rows, indent=1))
 
-    print("\n| K | clip lr | val acc (mean) | test drop | test vs clip lr 0 [95 % CI] | clips (first teacher) |")
-    print("|---|---|---|---|---|---|")
+    def vs_first(sets, levels, clip_lr):  # pooled over teachers; positive = clip_lr gets more images right
+        return paired_ci([sets[t, levels, clip_lr].astype(np.int8) - sets[t, levels, args.clip_lrs[0]].astype(np.int8)
+                          for t in args.teachers])
+
+    print("\n| K | clip lr | val acc (mean) | val vs clip lr 0 [95 % CI] | test drop | test drop vs clip lr 0 "
+          "[95 % CI] | clips (first teacher) |")
+    print("|---|---|---|---|---|---|---|")
     for levels in args.levels:
         for clip_lr in args.clip_lrs:
             mine = [r for r in rows if r["levels"] == levels and r["clip_lr"] == clip_lr]
             drops = [r["test_drop"] for r in mine]
-            mean, lo, hi = paired_ci([correct[t, levels, args.clip_lrs[0]].astype(np.int8)
-                                      - correct[t, levels, clip_lr].astype(np.int8) for t in args.teachers])
+            v, vlo, vhi = vs_first(on_val, levels, clip_lr)
+            mean, lo, hi = (-x for x in vs_first(on_test, levels, clip_lr))  # as a drop: positive = worse
             sd = np.std(drops, ddof=1) if len(drops) > 1 else 0.0
             print(f"| {levels} | {clip_lr:g} | {np.mean([r['val_acc'] for r in mine]):.2f} "
-                  f"| {np.mean(drops):.2f} ± {sd:.2f} | {mean:+.2f} [{lo:+.2f}, {hi:+.2f}] "
+                  f"| {v:+.2f} [{vlo:+.2f}, {vhi:+.2f}] "
+                  f"| {np.mean(drops):.2f} ± {sd:.2f} | {mean:+.2f} [{hi:+.2f}, {lo:+.2f}] "
                   f"| {' '.join(str(v) for v in mine[0]['clips'].values())} |")
+    for clip_lr in args.clip_lrs[1:]:
+        v, vlo, vhi = paired_ci([on_val[t, k, clip_lr].astype(np.int8) - on_val[t, k, args.clip_lrs[0]].astype(np.int8)
+                                 for t in args.teachers for k in args.levels])
+        print(f"clip lr {clip_lr:g} against {args.clip_lrs[0]:g}, validation, every K and teacher pooled: "
+              f"{v:+.2f} [{vlo:+.2f}, {vhi:+.2f}] pt")
     return 0
 
 

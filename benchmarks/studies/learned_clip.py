@@ -109,9 +109,10 @@ def main() -> int:
             v, vlo, vhi = vs_first(on_val, levels, clip_lr)
             mean, lo, hi = (-x for x in vs_first(on_test, levels, clip_lr))  # as a drop: positive = worse
             sd = np.std(drops, ddof=1) if len(drops) > 1 else 0.0
+            base = clip_lr == args.clip_lrs[0]
             print(f"| {levels} | {clip_lr:g} | {np.mean([r['val_acc'] for r in mine]):.2f} "
-                  f"| {v:+.2f} [{vlo:+.2f}, {vhi:+.2f}] "
-                  f"| {np.mean(drops):.2f} ± {sd:.2f} | {mean:+.2f} [{hi:+.2f}, {lo:+.2f}] "
+                  f"| {'-' if base else f'{v:+.2f} [{vlo:+.2f}, {vhi:+.2f}]'} | {np.mean(drops):.2f} ± {sd:.2f} "
+                  f"| {'-' if base else f'{mean:+.2f} [{hi:+.2f}, {lo:+.2f}]'} "
                   f"| {' '.join(str(v) for v in mine[0]['clips'].values())} |")
     for clip_lr in args.clip_lrs[1:]:
         v, vlo, vhi = paired_ci([on_val[t, k, clip_lr].astype(np.int8) - on_val[t, k, args.clip_lrs[0]].astype(np.int8)

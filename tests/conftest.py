@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,14 @@ def tiny_teacher(tmp_path_factory, tiny_tar, cache_dir) -> Path:
     train(train_args("float", out, tiny_tar, cache_dir, epochs=2))
     train(train_args("qat", out, tiny_tar, cache_dir, epochs=1))
     return out
+
+
+def wandb_log(run_dir: Path, *needles: bytes, wait: float = 30.0) -> bytes:
+    """An offline W&B run's log (protobuf records, keys as plain strings) once it holds one of `needles`.
+    W&B's service process writes it and may still be flushing when run.finish() returns: wait up to `wait` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        log = next(run_dir.glob("run-*.wandb")).read_bytes()
+        if any(n in log for n in needles) or time.monotonic() > deadline:
+            return log
+        time.sleep(0.2)

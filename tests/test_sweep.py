@@ -6,6 +6,7 @@ import pytest
 
 from common.cli import run_main
 from common.errors import UserError
+from tests.conftest import wandb_log
 
 ray = pytest.importorskip("ray", reason="Ray is the optional [sweep] extra (CI installs it)")
 
@@ -45,7 +46,7 @@ def test_two_trial_sweep_on_local_ray_logged_to_wandb_offline(tiny_teacher, tiny
     runs = list((tmp_path / "wb").rglob("offline-run-*"))
     assert len(runs) == 2
     for run in runs:
-        log = next(run.glob("run-*.wandb")).read_bytes()
+        log = wandb_log(run, b"test_drop")
         assert b"test_drop" in log and b"two" in log
     folder = tiny_teacher / "sweeps" / "two"
     table = json.loads((folder / "results.json").read_text())

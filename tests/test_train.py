@@ -6,7 +6,7 @@ import torch
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import UserError
-from tests.conftest import ROOT, train_args
+from tests.conftest import ROOT, train_args, wandb_log
 from train_baselines import train
 
 
@@ -131,7 +131,7 @@ def test_wandb_offline_run_holds_the_epoch_metrics(tmp_path, tiny_tar, cache_dir
     assert len(runs) == 1
     # An offline run is one binary log of protobuf records, whose keys are stored as plain strings:
     # two epochs of history (train_loss, val_acc, lr) and the summary's test accuracy.
-    log = next(runs[0].glob("run-*.wandb")).read_bytes()
+    log = wandb_log(runs[0], b"test_acc")
     assert log.count(b"train_loss") >= 2 and log.count(b"val_acc") >= 2 and b"test_acc" in log
 
 

@@ -122,6 +122,10 @@ class StageConfig:
     def start_epoch(self, model, epoch: int) -> None:
         pass
 
+    def epoch_meta(self, model) -> dict:
+        """What the checkpoint records after each epoch besides the history."""
+        return {}
+
 
 @dataclass
 class FloatConfig(StageConfig):
@@ -262,6 +266,13 @@ class StudentConfig(StageConfig):
     def loss_fn(self, model, device):
         return model.loss
 
+    def epoch_meta(self, model) -> dict:
+        if not self.clip_lr:
+            return {}
+        # Learned clips: the tables and clips that go with these weights (evaluate and export read them).
+        return {"tables": {n: [int(v) for v in t.tolist()] for n, t in model.tables.items()},
+                "clips": {n: p.as_dict() for n, p in model.clip_params().items()}}
+
 
 STAGES = {c.stage: c for c in (FloatConfig, QatConfig, StudentConfig)}
 DEFAULT_EPOCHS = {s: c.epochs for s, c in STAGES.items()}
@@ -312,32 +323,31 @@ def train_distill_teacher(cfg: FloatConfig) -> Path:
     return path
 
 
-def train(args: StageConfig, on_epoch_end=None) -> dict:
+def train(cfg: StageConfig, on_epoch_end=None) -> dict:
     """Runs one stage; returns the final metadata. `on_epoch_end(epoch)` is a test hook."""
-    device = resolve_device(args.device)
-    label = args.label
-    source = args.prepare()
-    out = args.checkpoint()
-    data = load_cifar10(args.data, args.cache_dir, verbose=True)
+    device = resolve_device(cfg.device)
+    source = cfg.prepare()
+    out = cfg.checkpoint()
+    data = load_cifar10(cfg.data, cfg.cache_dir, verbose=True)
     train_idx, val_idx = data.split()
     train_x, train_y = data.train_x[train_idx], data.train_y[train_idx]
     val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
-    steps = math.ceil(len(train_x) / args.batch_size)
+    steps = math.ceil(len(train_x) / cfg.batch_size)
 
-    torch.manual_seed(args.seed)
-    model = args.initial_model(data, device, source).to(device)
-    opt, sched = make_optimizer(model, args.lr, args.weight_decay, args.epochs, steps, args.stage)
-    gen = torch.Generator().manual_seed(args.seed)
-    meta = {"model": args.model, "stage": args.stage, **args.options(), "epochs_done": 0,
+    torch.manual_seed(cfg.seed)
+    model = cfg.initial_model(data, device, source).to(device)
+    opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.epochs, steps, cfg.stage)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    meta = {"model": cfg.model, "stage": cfg.stage, **cfg.options(), "epochs_done": 0,
             "data_source": data.source, "data_hash": data.source_hash, "history": [], "complete": False,
-            "batchnorm": model.batchnorm, **args.extra_meta(source)}
+            "batchnorm": model.batchnorm, **cfg.extra_meta(source)}
 
-    if args.resume:
-        ckpt = load_checkpoint(out, model=args.model, stage=args.stage)
+    if cfg.resume:
+        ckpt = load_checkpoint(out, model=cfg.model, stage=cfg.stage)
         ts, old = ckpt["train_state"], ckpt["meta"]
         if old.get("complete"):
             raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
-        for k in (*args.options(), "result"):
+        for k in (*cfg.options(), "result"):
             if old.get(k) != meta.get(k):
                 raise UserError(f"cannot resume {out}: it was started with {k}={old.get(k)}, now {meta.get(k)}; "
                                 f"use the same flags, or start over without --resume")
@@ -348,32 +358,29 @@ def train(args: StageConfig, on_epoch_end=None) -> dict:
         sched.load_state_dict(ts["scheduler"])
         gen.set_state(ts["generator"])
         meta = old
-        print(f"[{label}] resuming after epoch {meta['epochs_done']} of {meta['epochs']}", flush=True)
+        print(f"[{cfg.label}] resuming after epoch {meta['epochs_done']} of {meta['epochs']}", flush=True)
 
-    loss_of = args.loss_fn(model, device)
-    run = start_wandb(args.wandb, out.stem, {k: v for k, v in meta.items() if k not in ("history", "tables")},
-                      args.out_dir, args.wandb_project)
-    for epoch in range(meta["epochs_done"] + 1, args.epochs + 1):
+    loss_of = cfg.loss_fn(model, device)
+    run = start_wandb(cfg.wandb, out.stem, {k: v for k, v in meta.items() if k not in ("history", "tables")},
+                      cfg.out_dir, cfg.wandb_project)
+    for epoch in range(meta["epochs_done"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        args.start_epoch(model, epoch)
-        batches = iterate(train_x, train_y, args.batch_size, device, gen, train=True, crop_pad=args.crop_pad)
-        bar = tqdm(batches, total=steps, desc=f"[{label}] Epoch {epoch}/{args.epochs}", leave=False, unit="batch",
-                   disable=True if args.no_progress else None)  # None: a bar only on a terminal
+        cfg.start_epoch(model, epoch)
+        batches = iterate(train_x, train_y, cfg.batch_size, device, gen, train=True, crop_pad=cfg.crop_pad)
+        bar = tqdm(batches, total=steps, desc=f"[{cfg.label}] Epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
+                   disable=True if cfg.no_progress else None)  # None: a bar only on a terminal
         total_loss = train_epoch(model, bar, opt, sched, loss_of)
         val_acc = accuracy(model, val_x, val_y, device)
         secs = time.perf_counter() - t0
         meta["history"].append({"epoch": epoch, "val_acc": val_acc, "train_loss": total_loss / steps, "seconds": secs})
         meta["epochs_done"] = epoch
         meta["val_acc"] = val_acc
-        if getattr(model, "clip_lr", 0):  # the tables that go with these weights
-            clips = model.clip_params()
-            meta["tables"] = {n: [int(v) for v in t.tolist()] for n, t in model.tables.items()}
-            meta["clips"] = {n: p.as_dict() for n, p in clips.items()}
-        save_checkpoint(out, args.model, args.stage, model.state_dict(), meta,
+        meta.update(cfg.epoch_meta(model))
+        save_checkpoint(out, cfg.model, cfg.stage, model.state_dict(), meta,
                         {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state()})
-        clips = (" | clips " + " ".join(f"{n} {c['tmax']}" for n, c in meta["clips"].items())) if "clips" in meta else ""
-        print(f"[{label}] Epoch {epoch} | Val Acc {val_acc:.2f}% | Loss {total_loss / steps:.4f} | {secs:.1f}s{clips}",
-              flush=True)
+        clips = " ".join(f"{n} {c['tmax']}" for n, c in meta.get("clips", {}).items())
+        print(f"[{cfg.label}] Epoch {epoch} | Val Acc {val_acc:.2f}% | Loss {total_loss / steps:.4f} | {secs:.1f}s"
+              + (f" | clips {clips}" if clips else ""), flush=True)
         if run is not None:
             run.log({"epoch": epoch, "train_loss": total_loss / steps, "val_acc": val_acc,
                      "lr": sched.get_last_lr()[0], "seconds": secs}, step=epoch)
@@ -382,9 +389,9 @@ def train(args: StageConfig, on_epoch_end=None) -> dict:
 
     test_acc = accuracy(model, data.test_x, data.test_y, device)
     meta.update(complete=True, test_acc=test_acc)
-    save_checkpoint(out, args.model, args.stage, model.state_dict(), meta, None)
-    print(f"[{label}] saved {out}", flush=True)
-    print(f"[{label}] Test Acc {test_acc:.2f}%", flush=True)
+    save_checkpoint(out, cfg.model, cfg.stage, model.state_dict(), meta, None)
+    print(f"[{cfg.label}] saved {out}", flush=True)
+    print(f"[{cfg.label}] Test Acc {test_acc:.2f}%", flush=True)
     if run is not None:
         run.summary.update({"test_acc": test_acc, "val_acc": meta["val_acc"]})
         run.finish()

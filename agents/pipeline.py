@@ -71,7 +71,8 @@ TEACHER_FLAGS = {"epochs": "epochs", "qat_epochs": "qat-epochs", "seed": "seed"}
 def run_dir(args) -> str:
     """<out-dir> for the default teachers; <out-dir>/<flag><value>_... for teachers made with other flags."""
     defaults = build_parser().parse_args([])
-    parts = [f"{flag}{getattr(args, k)}" for k, flag in TEACHER_FLAGS.items() if getattr(args, k) != getattr(defaults, k)]
+    parts = [f"{flag}{getattr(args, k)}" for k, flag in TEACHER_FLAGS.items()
+             if getattr(args, k) != getattr(defaults, k)]
     return str(Path(args.out_dir, "_".join(parts))) if parts else args.out_dir
 
 

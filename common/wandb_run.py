@@ -28,7 +28,9 @@ def start_wandb(mode: str, name: str, config: dict, out_dir, project: str | None
     try:
         return wandb.init(project=project or os.environ.get("WANDB_PROJECT", "tapquant"), name=name, mode=mode,
                           dir=str(where), config=config, sync_tensorboard=sync_tensorboard,
-                          reinit="finish_previous")
+                          # read here, not left to W&B: its settings keep the environment of the
+                          # process's first run, so a group set later (wandb_group) would be lost
+                          group=os.environ.get("WANDB_RUN_GROUP"), reinit="finish_previous")
     except Exception as e:  # no login, no network, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"W&B could not start in {mode} mode ({first}); use --wandb offline "

@@ -66,7 +66,8 @@ def main() -> int:
     args = p.parse_args()
 
     data = load_cifar10(args.data)
-    val_x, val_y = data.train_x[data.split()[1]], data.train_y[data.split()[1]]
+    val_idx = data.split()[1]
+    val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     rows, on_test, on_val = [], {}, {}
     tag = f"_epochs{args.epochs}" if args.epochs else ""
     for t in args.teachers:

@@ -29,8 +29,9 @@ from agents.resume import SearchCheckpoint
 from common.wandb_run import start_wandb, wandb_group
 from envs.config import ProblemConfig
 from models.checkpoint import checkpoint_path, stage_state
+from quant.kernels import announce_kernels
 from common.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int,
-                        positive_int, run_main)
+                        positive_int, resolve_device, run_main)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +83,7 @@ def main(argv=None) -> int:
     if out != args.out_dir:
         print(f"[Pipeline] the teachers' flags differ from the defaults: this run's outputs go to {out}/", flush=True)
     args.out_dir = out
+    announce_kernels(resolve_device(args.device), args.backend)
     cfg = config_from_args(search.SearchConfig, args, problem=config_from_args(ProblemConfig, args))
     common = dict(model=args.model, seed=args.seed, data=args.data, cache_dir=args.cache_dir, out_dir=args.out_dir,
                   device=args.device, no_progress=args.no_progress, wandb=args.wandb, wandb_project=args.wandb_project)

@@ -29,7 +29,7 @@ from quant.analytic import AnalyticSolver
 from quant.attention import unit
 from quant.clip import decode_clip, rule_tmax
 from quant.histogram import CodeStats, code_histogram, stats_from_counts
-from quant.kernels import stage_kernels
+from quant.kernels import announce_kernels, stage_kernels
 from quant.qat import load_teacher
 from quant.tap import TapParams, build_table, decode_action, encode_action, identity_table
 
@@ -74,6 +74,7 @@ class TapProblem:
             self.kernels = stage_kernels(self.qnet, self.torch_device, config.backend)
         except ValueError as e:
             raise UserError(str(e)) from None
+        announce_kernels(self.torch_device, config.backend)
         self.layers = config.approximated_layers
         self.attention_layers = list(ATTENTION_LAYERS[config.model])
 

@@ -14,13 +14,17 @@ its own post-ReLU codes, or logits for the classifier. Two backends:
     (QuantNet) when the exact value sits within float32 rounding of a .5
     boundary: a few codes in a million, as the float simulation itself
     differs from exact integer arithmetic.
-    One catch: without AVX-VNNI, x86 int8 kernels multiply u8 x s8 pairs into
-    a *saturating* int16 (vpmaddubsw) before widening to int32, so
+    One catch: without VNNI, x86 int8 kernels multiply u8 x s8 pairs into a
+    *saturating* int16 (vpmaddubsw) before widening to int32, so
     c0*w0 + c1*w1 must fit in int16. With |w| <= 127 that is guaranteed
-    while every input code is <= 129 (127 * 258 = 32766); a batch with a
-    larger code runs that stage in the float simulation instead. Tabled
-    codes stay <= tmax (~40-55 for LeNet-5), so the student almost always
-    runs in int8; the teacher's own larger codes take the float path.
+    while every input code is <= 129 (127 * 258 = 32766). With VNNI
+    (vpdpbusd) the products go straight into int32 and every code is exact.
+    Which one this CPU does is measured once, not read from a flag list
+    (`int8_exact_max_code`: a conv and a matmul on codes 255 x weights 127),
+    and a batch with a code above that bound runs that stage in the float
+    simulation. Tabled codes stay <= tmax, so the student almost always
+    runs in int8; on CPUs without VNNI the teacher's own larger codes take
+    the float path.
   * `FloatStages`: QuantNet's own float simulation, on any device (CUDA, or
     a CPU build without oneDNN). Codes are float tensors; the input scale is
     folded into the weights so that a stage reads codes directly.
@@ -31,6 +35,8 @@ first fc layer without a copy (its weight's columns permuted to match).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +44,7 @@ from quant.lookup import is_channels_last
 from quant.qat import QuantNet
 
 INT8_SAFE_MAX = 129  # the largest input code for which no u8 x s8 pair sum saturates int16 (see above)
+A_QMAX = 255
 
 
 def _hwc_columns(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -56,6 +63,28 @@ def int8_kernels_available() -> bool:
                     and torch.ops.onednn.qlinear_pointwise)
     except (AttributeError, RuntimeError):
         return False
+
+
+@functools.cache
+def int8_exact_max_code() -> int:
+    """The largest input code this CPU's oneDNN u8 x s8 kernels multiply exactly: 255 where they accumulate in
+    int32 (VNNI), INT8_SAFE_MAX where pairs of products go through a saturating int16 (AVX2, AVX-512 without
+    VNNI). Measured with the kernels the scorer calls (a conv and a matmul, every code 255, every weight 127),
+    so it follows what oneDNN dispatches to, ONEDNN_MAX_CPU_ISA included. 0 without int8 kernels."""
+    if not int8_kernels_available():
+        return 0
+    ops, one = torch.ops.onednn, torch.ones(1)
+    zero_points = torch.zeros(1, dtype=torch.int64)
+    w = torch.full((1, 64, 1, 1), 127, dtype=torch.int8)
+    x = torch.full((4, 64, 4, 4), A_QMAX, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    packed = ops.qconv_prepack(w, one, 1.0, 0, [1, 1], [0, 0], [1, 1], 1, None)
+    conv = ops.qconv2d_pointwise(x, 1.0, 0, packed, one, zero_points, None, [1, 1], [0, 0], [1, 1], 1,
+                                 1.0, 0, torch.float32, "none", [], "")
+    packed = ops.qlinear_prepack(w.flatten(1), None)
+    linear = ops.qlinear_pointwise(x[:, :, 0, 0].contiguous(), 1.0, 0, packed, one, zero_points, None,
+                                   1.0, 0, torch.float32, "none", [], "")
+    exact = 64 * A_QMAX * 127
+    return A_QMAX if bool((conv == exact).all() and (linear == exact).all()) else INT8_SAFE_MAX
 
 
 class FloatStages:
@@ -101,7 +130,8 @@ class Int8Stages:
 
     def __init__(self, qnet: QuantNet):
         self.qnet = qnet
-        self._float = FloatStages(qnet)  # for inputs with codes above INT8_SAFE_MAX
+        self.exact_max = int8_exact_max_code()
+        self._float = FloatStages(qnet)  # for inputs with codes above exact_max
         self._params = {}
         self._packed: dict = {}
         for i, st in enumerate(qnet.stages):
@@ -141,14 +171,40 @@ class Int8Stages:
             q.contiguous(), s_in, 0, packed, s_w, zero_points, bias, s_out, 0, out_dtype, post_op, [], "")
 
     def codes(self, i: int, q: torch.Tensor) -> torch.Tensor:
-        if q.amax() > INT8_SAFE_MAX:
+        if self.exact_max < A_QMAX and q.amax() > self.exact_max:
             return self._float.codes(i, q.float()).to(torch.uint8)
         return self._run(i, q)
 
     def logits(self, i: int, q: torch.Tensor) -> torch.Tensor:
-        if q.amax() > INT8_SAFE_MAX:
+        if self.exact_max < A_QMAX and q.amax() > self.exact_max:
             return self._float.logits(i, q.float())
         return self._run(i, q)
+
+
+def kernels_line(device: torch.device | str = "cpu", backend: str = "auto") -> str:
+    """One line saying which kernels the scorer and the exports run on this machine, and why."""
+    device = torch.device(device)
+    cpu = f"CPU {torch.backends.cpu.get_cpu_capability()}"
+    if device.type != "cpu" or backend == "float" or not int8_kernels_available():
+        why = "asked" if backend == "float" else "no oneDNN int8 kernels here" if device.type == "cpu" else device
+        scorer = f"float simulation ({why})"
+    elif int8_exact_max_code() == A_QMAX:
+        scorer = "int8 (oneDNN; VNNI: exact for every code)"
+    else:
+        scorer = (f"int8 (oneDNN; no VNNI: u8 x s8 pairs saturate int16 above code {INT8_SAFE_MAX}, "
+                  "so such batches run in the float simulation)")
+    return f"[Kernels] {cpu} | search scorer: {scorer} | ONNX export: u8 x u8 integer ops, exact on any CPU"
+
+
+_announced: set = set()
+
+
+def announce_kernels(device: torch.device | str = "cpu", backend: str = "auto") -> None:
+    """Print kernels_line once per process and choice (a pipeline, a search, a sweep worker)."""
+    line = kernels_line(device, backend)
+    if line not in _announced:
+        _announced.add(line)
+        print(line, flush=True)
 
 
 def stage_kernels(qnet: QuantNet, device: torch.device, backend: str = "auto"):

@@ -8,14 +8,25 @@ each mirroring quant/integer.integer_logits:
                           zero point 128 by the first layer (ConvInteger
                           takes uint8 activations), so the int32 sums are
                           exactly the reference's
-  conv / fc               ConvInteger / MatMulInteger (uint8 codes x int8
-                          weights -> int32), + int32 bias
+  conv / fc               ConvInteger / MatMulInteger (uint8 codes x the int8
+                          weights stored as uint8 + 128 with weight zero
+                          point 128 -> int32), + int32 bias; see below
   requantisation          int64 acc * mantissa, clamped at 0 (ReLU), divided
                           by 2^shift (exact: non-negative), rounded half to
                           even from the remainder, clamped to 255 -> uint8
   TAP table               Gather on the layer's 256-entry uint8 table
   max-pool                MaxPool on the uint8 codes
   classifier              its int32 accumulator x the per-class scale, in float
+
+Why uint8 weights with a zero point and not int8 weights: onnxruntime's x86
+u8 x s8 kernels on CPUs without VNNI (AVX2 machines) add pairs of products
+in a saturating int16 (vpmaddubsw): a code above 129 times a weight of 127,
+twice, exceeds 32,767 and the sum comes out wrong. Its u8 x u8 kernels widen
+to int16 first (vpmaddwd), so they are exact on every x86 CPU, and onnxruntime
+subtracts the zero point's share exactly in int32. Measured in
+benchmarks/README.md ("The ONNX export on any CPU"): exact under an emulated
+AVX2 CPU where int8 weights are not, and faster for ConvInteger on this
+project's CPUs.
 
 Why by hand and not torch.onnx or onnxruntime's quantizer: they export the
 float simulation (QDQ pairs that a runtime may fuse or round its own way);
@@ -32,6 +43,7 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17  # ConvInteger, MatMulInteger (10), Gather, MaxPool on uint8 (12), all standard domain
 
 _INPUT_ZERO = 128  # input codes are int8; the graph carries them as uint8 + 128
+_WEIGHT_ZERO = 128  # int8 weights are stored as uint8 + 128 (exact on CPUs without VNNI; see above)
 
 
 class _Graph:
@@ -84,22 +96,24 @@ def build_onnx(exported, tables: dict | None = None, metadata: dict | None = Non
     h = g.op("Gather", [g.const("input.table", flat_lut), idx], axis=0)
     zero_point = g.const("input.zero_point", np.array(_INPUT_ZERO, dtype=np.uint8))
     code_zero = g.const("codes.zero_point", np.array(0, dtype=np.uint8))
+    weight_zero = g.const("weights.zero_point", np.array(_WEIGHT_ZERO, dtype=np.uint8))
     for i, layer in enumerate(layers):
         w = np.asarray(layer.w, dtype=np.int64)
         if np.abs(w).max() > 127:
             raise ValueError(f"{layer.name}: weights outside int8")
         x_zero = zero_point if i == 0 else code_zero
+        w_u8 = (w + _WEIGHT_ZERO).astype(np.uint8)
         if layer.flatten:
             h = g.op("Flatten", [h], axis=1)
         if layer.kind == "conv":
             out_ch, fan_in = w.shape
             k = layer.kernel
-            weight = g.const(f"{layer.name}.weight", w.astype(np.int8).reshape(out_ch, fan_in // (k * k), k, k))
-            acc = g.op("ConvInteger", [h, weight, x_zero], pads=[layer.padding] * 4)
+            weight = g.const(f"{layer.name}.weight", w_u8.reshape(out_ch, fan_in // (k * k), k, k))
+            acc = g.op("ConvInteger", [h, weight, x_zero, weight_zero], pads=[layer.padding] * 4)
             bias = np.asarray(layer.bias, dtype=np.int32).reshape(1, -1, 1, 1)
         else:
-            weight = g.const(f"{layer.name}.weight", w.T.astype(np.int8).copy())  # (fan_in, out)
-            acc = g.op("MatMulInteger", [h, weight, x_zero])
+            weight = g.const(f"{layer.name}.weight", w_u8.T.copy())  # (fan_in, out)
+            acc = g.op("MatMulInteger", [h, weight, x_zero, weight_zero])
             bias = np.asarray(layer.bias, dtype=np.int32).reshape(1, -1)
         acc = g.op("Add", [acc, g.const(f"{layer.name}.bias", bias)])
         if layer.classifier:

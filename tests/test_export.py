@@ -127,3 +127,49 @@ def test_without_the_export_extra_the_command_says_how_to_install_it(result, mon
     assert run_main(export.main, ["--config-path", str(result)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ['error: agents.export needs onnx and onnxruntime: pip install -e ".[export]"']
+
+
+def _edge_net(rng: np.random.Generator):
+    """A small integer net whose codes reach 255 at every layer's input and whose weights sit at +-127: where
+    u8 x s8 kernels without VNNI saturate (a pair of products above 32,767)."""
+    import torch
+
+    from quant.integer import IntLayer
+
+    def layer(name, kind, out, fan_in, *, classifier=False, flatten=False, pool=False, shift=45):
+        w = torch.tensor(rng.choice([127, -127], size=(out, fan_in)), dtype=torch.int32)
+        return IntLayer(name, kind, 1, pool, flatten, classifier, w, 3 if kind == "conv" else 0,
+                        torch.tensor(rng.integers(-500, 500, out), dtype=torch.int32),
+                        torch.full((out,), 2**30, dtype=torch.int64), torch.full((out,), shift, dtype=torch.int64),
+                        torch.ones(out, dtype=torch.float64))  # logits = the classifier's int32 sums
+
+    lut = torch.tensor(np.clip(np.arange(256) - 128, -127, 127), dtype=torch.int32).repeat(3, 1)
+    layers = [layer("conv1", "conv", 8, 27, pool=True, shift=38), layer("conv2", "conv", 8, 72, shift=41),
+              layer("fc1", "fc", 16, 128, flatten=True, shift=42), layer("fc2", "fc", 10, 16, classifier=True)]
+    return lut, layers
+
+
+def test_the_onnx_graph_is_exact_where_u8_s8_kernels_saturate():
+    """Codes 130..255 times weights of 127 at every layer (tables that lift each code above 129): onnxruntime
+    computes the integer reference's logits exactly. On a CPU with VNNI the u8 x s8 kernels would be exact
+    too, so the graph's formulation is checked as well: uint8 weights with a zero point, whose kernels widen
+    to int16 before multiplying on every x86 CPU (docs/design.md, "The ONNX export")."""
+    import torch
+
+    from quant.onnx_export import build_onnx
+
+    rng = np.random.default_rng(0)
+    exported = _edge_net(rng)
+    tables = {"conv1": np.minimum(130 + np.arange(256), 255), "conv2": np.minimum(130 + np.arange(256), 255)}
+    pixels = torch.tensor(rng.integers(0, 256, size=(16, 3, 8, 8)), dtype=torch.uint8)
+    pixels[:8] = 255  # input codes at the top of their range too
+    ref = integer_logits(pixels, exported, tables).numpy()
+    assert len(np.unique(ref[8:], axis=0)) >= 4  # logits that depend on the image, not codes stuck at one end
+    model = build_onnx(exported, tables, image_shape=(3, 8, 8))
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"pixels": pixels.numpy()})[0]
+    assert np.array_equal(got, ref.astype(np.float32))
+    weights = {i.name: i for i in model.graph.initializer if i.name.endswith(".weight")}
+    integer_ops = [n for n in model.graph.node if n.op_type in ("ConvInteger", "MatMulInteger")]
+    assert len(integer_ops) == 4 and all(
+        weights[n.input[1]].data_type == onnx.TensorProto.UINT8 and len(n.input) == 4 for n in integer_ops)

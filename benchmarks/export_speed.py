@@ -2,11 +2,15 @@
 
     python benchmarks/export_speed.py [--out-dir outputs/teachers/seed0] [--data PATH] [--rounds 3]
 
-For the INT8 teacher and the analytic students (default tmax rule) at K = 16,
-8 and 4: export time, the share of the 10,000 test images on which
-onnxruntime's top-1 equals the integer reference's (quant/integer.py), and
-onnxruntime's accuracy against agents.evaluate's (the PyTorch fake-quant
-path). Then, interleaved over `--rounds` rounds (medians): throughput at
+For the INT8 teacher, the analytic students (default tmax rule) at K = 16,
+8 and 4, and a K = 16 student whose every clip is 255 (the codes where u8 x
+s8 kernels without VNNI saturate): export time, the share of the 10,000
+test images on which onnxruntime's logits (and top-1) equal the integer
+reference's (quant/integer.py), and onnxruntime's accuracy against
+agents.evaluate's (the PyTorch fake-quant path). The files and the
+reference logits stay in <out-dir>/export_bench/, so
+benchmarks/onnx_exact_check.py can compare them again on another CPU (or
+under an emulated one) with numpy and onnxruntime alone. Then, interleaved over `--rounds` rounds (medians): throughput at
 batch 256 and latency at batch 1 of onnxruntime (K = 16 student), the
 PyTorch fake-quant student (what agents.evaluate runs), the integer
 reference and the float model; and the file sizes.
@@ -30,10 +34,14 @@ from agents import search
 from agents.evaluate import evaluate_result
 from agents.export import export
 from envs.config import ProblemConfig
+from envs.problem import calibration_stats
+from quant.analytic import analytic_params
+from quant.tap import build_table
 from models.checkpoint import checkpoint_path, load_float_model
 from models.data import load_cifar10
 from models.metrics import accuracy, predict
-from quant.integer import export_int8, integer_logits, integer_predict
+from quant.integer import export_int8, integer_logits
+from quant.onnx_export import build_onnx
 from quant.qat import load_teacher
 
 
@@ -72,22 +80,34 @@ def main() -> int:
         t0 = time.perf_counter()
         files[levels] = export(str(cfg.result_path), output=str(onnx_dir / f"student_k{levels}.onnx"))[0]
         print(f"export K={levels} student: {time.perf_counter() - t0:.2f} s", flush=True)
+    stats = calibration_stats(teacher, data, ProblemConfig().calib_batches, torch.device("cpu"))
+    clip255 = {n: build_table(analytic_params(stats[n].counts, 255, 16)).tolist() for n in teacher.quant_layers}
+    files["K=16, tmax 255"] = onnx_dir / "student_k16_tmax255.onnx"
+    files["K=16, tmax 255"].write_bytes(build_onnx(reference, clip255).SerializeToString())
 
+    np.save(onnx_dir / "pixels.npy", x.numpy())
     for name, path in files.items():
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        pred = np.concatenate([session.run(None, {"pixels": x[i:i + 1000].numpy()})[0].argmax(1)
-                               for i in range(0, len(x), 1000)])
+        logits = np.concatenate([session.run(None, {"pixels": x[i:i + 1000].numpy()})[0]
+                                 for i in range(0, len(x), 1000)])
         tables = None
-        if name != "teacher":
+        if name == "teacher":
+            torch_acc = accuracy(teacher, x, y, "cpu")
+        elif name in results:
             res = evaluate_result(results[name], data=args.data, verbose=False)
             tables = {n: c["table"] for n, c in json.loads(results[name].read_text())["best"]["config"].items()}
             torch_acc = res["student"]
         else:
-            torch_acc = accuracy(teacher, x, y, "cpu")
-        ref = integer_predict(x, reference, tables=tables).numpy()
-        acc = 100 * float((pred == y.numpy()).mean())
-        print(f"{'K=' + str(name) if name != 'teacher' else 'teacher'}: onnxruntime = integer reference on "
-              f"{100 * float((pred == ref).mean()):.2f} % of {len(x)} test images | accuracy onnxruntime "
+            tables, torch_acc = clip255, float("nan")
+        ref = torch.cat([integer_logits(x[i:i + 1000], reference, tables) for i in range(0, len(x), 1000)]).numpy()
+        scale = reference[1][-1].acc_scale.numpy()  # the graph's logits: float32(int32 acc) * float32(scale)
+        ref = np.rint(ref / scale).astype(np.float32) * scale.astype(np.float32)
+        np.save(Path(path).with_suffix(".reference.npy"), ref)
+        same = (logits == ref).all(1)
+        acc = 100 * float((logits.argmax(1) == y.numpy()).mean())
+        print(f"{'K=' + str(name) if isinstance(name, int) else name}: onnxruntime = integer reference: logits on "
+              f"{100 * float(same.mean()):.2f} %, top-1 on {100 * float((logits.argmax(1) == ref.argmax(1)).mean()):.2f}"
+              f" % of {len(x)} test images (max |diff| {np.abs(logits - ref).max():.2g}) | accuracy onnxruntime "
               f"{acc:.2f} % vs agents.evaluate {torch_acc:.2f} % ({acc - torch_acc:+.2f} pt)", flush=True)
 
     res16 = results[16]

@@ -148,3 +148,17 @@ def test_tabled_energy_equals_the_energy_of_the_looked_up_map(shape, channels_la
     want = energy(table[q.long()])
     assert torch.equal(tabled_energy(q, table), want)
     assert torch.equal(tabled_energy(q, table, sq_pair_tab=square_pair_table(table)), want)
+
+
+def test_the_kernels_line_names_the_choice_and_its_reason():
+    from quant.kernels import int8_exact_max_code, kernels_line
+
+    assert "float simulation (asked)" in kernels_line("cpu", "float")
+    assert "float simulation (cuda)" in kernels_line("cuda", "auto")
+    line = kernels_line("cpu", "auto")
+    if not int8_kernels_available():
+        assert "no oneDNN int8 kernels here" in line
+    elif int8_exact_max_code() == 255:
+        assert "VNNI: exact for every code" in line
+    else:
+        assert "above code 129" in line

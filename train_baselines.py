@@ -30,8 +30,8 @@ from common.wandb_run import WANDB_MODES, start_wandb
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
 from common.files import file_sha256
 from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, save_checkpoint
-from common.cli import (add_common_args, add_config_args, config_from_args, non_negative_float, non_negative_int,
-                        option, positive_float, positive_int, resolve_device, run_main)
+from common.cli import (Parser, add_common_args, add_config_args, config_from_args, non_negative_float,
+                        non_negative_int, option, positive_float, positive_int, resolve_device, run_main)
 from models.batching import CROP_PAD, iterate
 from models.data import load_cifar10
 from common.errors import UserError
@@ -280,7 +280,7 @@ DEFAULT_LR = {s: c.lr for s, c in STAGES.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     sub = p.add_subparsers(dest="stage", required=True)
     for stage, cls in STAGES.items():
         s = sub.add_parser(stage, help=cls.help, description=cls.help)

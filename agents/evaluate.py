@@ -21,14 +21,14 @@ from quant.result import checked_teacher, read_checked, result_path, tables_labe
 from quant.qat import QuantNet, load_teacher
 from models import MODEL_NAMES
 from common.files import file_sha256
-from common.cli import add_common_args, resolve_device, run_main
+from common.cli import Parser, add_common_args, resolve_device, run_main
 from models.data import load_cifar10
 from common.errors import UserError
 from models.metrics import accuracy
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--config-path", default=None,
                    help="result file written by agents.search; a bare name is also looked for under "
                         "<out-dir>/tri_ppo_int_codes/")

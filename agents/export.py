@@ -27,7 +27,7 @@ from quant.result import checked_teacher, read_checked
 from models import MODEL_NAMES
 from common.files import atomic_write, file_sha256
 from models.checkpoint import checkpoint_path
-from common.cli import add_common_args, run_main
+from common.cli import Parser, add_common_args, run_main
 from models.data import CLASSES
 from common.errors import UserError
 from quant.integer import export_int8
@@ -114,7 +114,7 @@ def export(config_path: str | None = None, output: str | None = None, teacher: s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--config-path", default=None,
                    help="the search result whose tables the student keeps (a bare name is also looked for under "
                         "<out-dir>/tri_ppo_int_codes/); without it, the INT8 teacher alone is exported")

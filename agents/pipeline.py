@@ -30,12 +30,12 @@ from common.wandb_run import start_wandb, wandb_group
 from envs.config import ProblemConfig
 from models.checkpoint import checkpoint_path, stage_state
 from quant.kernels import announce_kernels
-from common.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int,
+from common.cli import (COMMON_FLAGS, Parser, add_common_args, add_config_args, config_from_args, non_negative_int,
                         positive_int, resolve_device, run_main)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     epochs = train_baselines.DEFAULT_EPOCHS
     p.add_argument("--epochs", type=positive_int, default=epochs["float"],
                    help=f"float epochs (default: {epochs['float']}; the guide's: 30)")

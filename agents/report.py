@@ -22,13 +22,13 @@ import numpy as np
 from agents.evaluate import evaluate_result
 from quant.result import read_result, tables_label
 from envs.problem import calibration_stats
-from common.cli import add_common_args, resolve_device, run_main
+from common.cli import Parser, add_common_args, resolve_device, run_main
 from models.data import load_cifar10
 from quant.qat import load_teacher
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--config-path", required=True, help="result file written by agents.search")
     add_common_args(p)
     return p

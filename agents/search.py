@@ -30,8 +30,8 @@ from envs import ENV_IDS
 from envs.config import ProblemConfig
 from envs.problem import TapProblem
 from models.checkpoint import refuse_if_made_otherwise
-from common.cli import (COMMON_FLAGS, add_common_args, add_config_args, config_from_args, non_negative_int, option,
-                        positive_int, run_main)
+from common.cli import (COMMON_FLAGS, Parser, add_common_args, add_config_args, config_from_args, non_negative_int,
+                        option, positive_int, run_main)
 from common.errors import UserError
 
 
@@ -94,7 +94,7 @@ NOT_IN_NAME = ("model", "algo", "result_file", "teacher", "out_dir", "data", "ca
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     add_config_args(p, ProblemConfig)
     add_config_args(p, SearchConfig)
     p.add_argument("--resume", action="store_true", help="continue an interrupted search from its checkpoint")

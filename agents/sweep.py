@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from common.wandb_run import WANDB_MODES
-from common.cli import add_common_args, run_main
+from common.cli import Parser, add_common_args, run_main
 from common.errors import UserError
 
 INSTALL = 'agents.sweep needs Ray Tune: pip install -e ".[sweep]"'
@@ -285,7 +285,7 @@ def _wandb_callback(mode: str, project: str | None, group: str, where: Path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("sweep_file", help="a sweep YAML (see sweeps/)")
     p.add_argument("--address", default=None,
                    help="a running Ray cluster (e.g. auto or ray://host:10001); default: start a local Ray")

@@ -17,6 +17,18 @@ from common.errors import UserError
 COMMON_FLAGS = ("data", "cache_dir", "out_dir", "device")
 
 
+class Parser(argparse.ArgumentParser):
+    """Every command's argparse parser: a bad flag or an unknown choice is one line naming it and the valid
+    choices, as every other refusal here is; the usage stays with --help."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kw)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog.split()[-1]}: {message} (--help lists the flags)\n")
+
+
 def option(default, help: str, **argparse_kw):
     """A config dataclass field that is also a command-line flag (`--field-name`).
 

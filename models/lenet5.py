@@ -7,7 +7,8 @@ tip), whether the float model trains with BatchNorm, and the network that
 QAT deploys once BatchNorm is folded into the layers before it.
 """
 
-import argparse
+
+from common.cli import Parser
 
 from models.net import Stage, describe
 
@@ -31,7 +32,7 @@ def main(argv=None) -> None:
     from models import BATCHNORM_CHOICES, build_model
     from models.net import fold_batchnorm
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=__doc__)
     p.add_argument("--batchnorm", choices=BATCHNORM_CHOICES, default=BATCHNORM,
                    help=f"BatchNorm placement while training (default {BATCHNORM})")
     args = p.parse_args(argv)

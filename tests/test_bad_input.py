@@ -81,9 +81,7 @@ def test_bad_input_gives_one_error_line_and_writes_nothing(command, argv, words,
     before = sorted(p for p in tiny_teacher.rglob("*"))
     code, err = run(MAINS[command], [a.format(**names) for a in argv] + common, capsys)
     assert code == 2
-    usage = [line for line in err if line.startswith("usage:")]  # argparse prints its usage, then the line
-    lines = [line for line in err if line not in usage and not line.startswith(" ")]
-    assert len(lines) == 1 and "error: " in lines[0] and words in lines[0], err
+    assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err  # no usage dump either
     assert sorted(p for p in tiny_teacher.rglob("*")) == before  # nothing half-written
 
 
@@ -99,3 +97,14 @@ def test_evaluate_names_the_result_a_foreign_student_was_made_for(result, tiny_t
     code, err = run(evaluate.main, ["--config-path", result, "--student", str(student), "--data", str(tiny_tar),
                                     "--cache-dir", str(cache_dir), "--out-dir", str(tiny_teacher)], capsys)
     assert code == 2 and len(err) == 1 and "fine-tuned for another result" in err[0] and "bad_input_other" in err[0]
+
+
+@pytest.mark.parametrize("argv,words", [(["--algo", "ppp"], "invalid choice: 'ppp' (choose from 'ppo'"),
+                                        (["--levels", "x"], "--levels: expected an integer, got 'x'"),
+                                        (["--no-such-flag"], "unrecognized arguments: --no-such-flag")])
+def test_an_unknown_choice_or_flag_is_one_line_without_the_usage(argv, words, capsys):
+    from agents import pipeline, search
+
+    for main in (search.main, pipeline.main):
+        code, err = run(main, argv, capsys)
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err

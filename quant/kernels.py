@@ -40,11 +40,11 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from quant.fake_quant import A_QMAX
 from quant.lookup import is_channels_last
 from quant.qat import QuantNet
 
 INT8_SAFE_MAX = 129  # the largest input code for which no u8 x s8 pair sum saturates int16 (see above)
-A_QMAX = 255
 
 
 def _hwc_columns(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -70,9 +70,20 @@ def int8_exact_max_code() -> int:
     """The largest input code this CPU's oneDNN u8 x s8 kernels multiply exactly: 255 where they accumulate in
     int32 (VNNI), INT8_SAFE_MAX where pairs of products go through a saturating int16 (AVX2, AVX-512 without
     VNNI). Measured with the kernels the scorer calls (a conv and a matmul, every code 255, every weight 127),
-    so it follows what oneDNN dispatches to, ONEDNN_MAX_CPU_ISA included. 0 without int8 kernels."""
+    so it follows what oneDNN dispatches to, ONEDNN_MAX_CPU_ISA included. 0 where there are no int8 kernels
+    or they refuse to run on this CPU: the scorer then uses the float simulation."""
     if not int8_kernels_available():
         return 0
+    try:
+        conv, linear = _probe_int8_kernels()
+    except RuntimeError:  # oneDNN without an int8 implementation for this instruction set
+        return 0
+    exact = 64 * A_QMAX * 127
+    return A_QMAX if bool((conv == exact).all() and (linear == exact).all()) else INT8_SAFE_MAX
+
+
+def _probe_int8_kernels() -> tuple[torch.Tensor, torch.Tensor]:
+    """int32 sums of 64 codes of 255 x weights of 127, through the conv and the matmul the scorer calls."""
     ops, one = torch.ops.onednn, torch.ones(1)
     zero_points = torch.zeros(1, dtype=torch.int64)
     w = torch.full((1, 64, 1, 1), 127, dtype=torch.int8)
@@ -83,8 +94,7 @@ def int8_exact_max_code() -> int:
     packed = ops.qlinear_prepack(w.flatten(1), None)
     linear = ops.qlinear_pointwise(x[:, :, 0, 0].contiguous(), 1.0, 0, packed, one, zero_points, None,
                                    1.0, 0, torch.float32, "none", [], "")
-    exact = 64 * A_QMAX * 127
-    return A_QMAX if bool((conv == exact).all() and (linear == exact).all()) else INT8_SAFE_MAX
+    return conv, linear
 
 
 class FloatStages:
@@ -185,7 +195,7 @@ def kernels_line(device: torch.device | str = "cpu", backend: str = "auto") -> s
     """One line saying which kernels the scorer and the exports run on this machine, and why."""
     device = torch.device(device)
     cpu = f"CPU {torch.backends.cpu.get_cpu_capability()}"
-    if device.type != "cpu" or backend == "float" or not int8_kernels_available():
+    if device.type != "cpu" or backend == "float" or not int8_exact_max_code():
         why = "asked" if backend == "float" else "no oneDNN int8 kernels here" if device.type == "cpu" else device
         scorer = f"float simulation ({why})"
     elif int8_exact_max_code() == A_QMAX:
@@ -211,8 +221,9 @@ def stage_kernels(qnet: QuantNet, device: torch.device, backend: str = "auto"):
     """The backend for the search: int8 kernels on a CPU that has them, else the float simulation."""
     if backend not in ("auto", "int8", "float"):
         raise ValueError(f"backend must be auto, int8 or float, got {backend!r}")
-    if backend == "int8" and (device.type != "cpu" or not int8_kernels_available()):
-        raise ValueError("the int8 backend needs a CPU build of PyTorch with oneDNN")
-    if backend == "int8" or (backend == "auto" and device.type == "cpu" and int8_kernels_available()):
+    if backend == "int8" and (device.type != "cpu" or not int8_exact_max_code()):
+        raise ValueError("the int8 backend needs a CPU build of PyTorch with oneDNN int8 kernels for this CPU; "
+                         "use --backend float")
+    if backend == "int8" or (backend == "auto" and device.type == "cpu" and int8_exact_max_code()):
         return Int8Stages(qnet)
     return FloatStages(qnet)

@@ -13,7 +13,8 @@ from models.batching import iterate
 from models.data import load_cifar10
 from models.pooling import max_pool2x2
 from quant.attention import energy, square_pair_table, tabled_energy
-from quant.kernels import INT8_SAFE_MAX, FloatStages, Int8Stages, int8_kernels_available, stage_kernels
+from quant.kernels import (INT8_SAFE_MAX, FloatStages, Int8Stages, int8_exact_max_code, int8_kernels_available,
+                          stage_kernels)
 from quant.qat import QuantNet
 from tests.conftest import ROOT
 
@@ -126,7 +127,7 @@ def test_backend_choice():
     q.eval().freeze()
     cpu = torch.device("cpu")
     assert isinstance(stage_kernels(q, cpu, "float"), FloatStages)
-    expected = Int8Stages if int8_kernels_available() else FloatStages
+    expected = Int8Stages if int8_exact_max_code() else FloatStages
     assert isinstance(stage_kernels(q, cpu, "auto"), expected)
     assert isinstance(stage_kernels(q, torch.device("cuda"), "auto"), FloatStages)  # chosen, not run
     with pytest.raises(ValueError, match="needs a CPU"):
@@ -151,7 +152,7 @@ def test_tabled_energy_equals_the_energy_of_the_looked_up_map(shape, channels_la
 
 
 def test_the_kernels_line_names_the_choice_and_its_reason():
-    from quant.kernels import int8_exact_max_code, kernels_line
+    from quant.kernels import kernels_line
 
     assert "float simulation (asked)" in kernels_line("cpu", "float")
     assert "float simulation (cuda)" in kernels_line("cuda", "auto")
@@ -162,3 +163,24 @@ def test_the_kernels_line_names_the_choice_and_its_reason():
         assert "VNNI: exact for every code" in line
     else:
         assert "above code 129" in line
+
+
+def test_a_cpu_whose_int8_kernels_refuse_to_run_gets_the_float_simulation(monkeypatch):
+    """oneDNN without an int8 implementation for the CPU's instruction set: no traceback, the float scorer."""
+    import quant.kernels as kernels
+
+    def refuse():
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(kernels, "_probe_int8_kernels", refuse)
+    monkeypatch.setattr(kernels, "int8_kernels_available", lambda: True)
+    kernels.int8_exact_max_code.cache_clear()
+    try:
+        q = QuantNet(build_model("lenet5"))
+        q.calibrate([(torch.randn(4, 3, 32, 32), None)])
+        assert isinstance(stage_kernels(q.eval().freeze(), torch.device("cpu"), "auto"), FloatStages)
+        assert "float simulation (no oneDNN int8 kernels here)" in kernels.kernels_line("cpu", "auto")
+        with pytest.raises(ValueError, match="use --backend float"):
+            stage_kernels(q, torch.device("cpu"), "int8")
+    finally:
+        kernels.int8_exact_max_code.cache_clear()

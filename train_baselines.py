@@ -29,7 +29,7 @@ from quant.result import finetune_source
 from common.wandb_run import WANDB_MODES, start_wandb
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
 from common.files import file_sha256
-from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, save_checkpoint
+from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, recorded_option, save_checkpoint
 from common.cli import (Parser, add_common_args, add_config_args, config_from_args, non_negative_float,
                         non_negative_int, option, positive_float, positive_int, resolve_device, run_main)
 from models.batching import CROP_PAD, iterate
@@ -143,13 +143,17 @@ class FloatConfig(StageConfig):
                                       "join the loss: --kd-weight, --kd-temperature); None: plain cross-entropy")
     kd_weight: float = option(1.0, "with --distill-from: weight of the distillation loss", type=non_negative_float)
     kd_temperature: float = option(KD_TEMPERATURE, "with --distill-from: its temperature", type=positive_float)
+    width: float = option(1.0, "every hidden layer's channels (conv) or features (fc) times this; 1 = the "
+                          "published net (the guide's); QAT, the search and the export take the float "
+                          "checkpoint's", type=positive_float)
     batchnorm: str | None = option(None, "BatchNorm while training: none, after each conv, or after all layers but "
                                    "the classifier; folded away when QAT starts; None: the model's ("
                                    + ", ".join(f"{m} {b}" for m, b in DEFAULT_BATCHNORM.items()) + ")",
                                    choices=BATCHNORM_CHOICES)
 
     def options(self) -> dict:
-        opts = {**super().options(), "batchnorm": self.batchnorm or DEFAULT_BATCHNORM[self.model]}
+        opts = {**super().options(), "batchnorm": self.batchnorm or DEFAULT_BATCHNORM[self.model],
+                "width": self.width}
         if self.distill_epochs:  # options left off are not recorded: older checkpoints compare equal
             opts["distill_epochs"] = self.distill_epochs
         if self.distill_from:
@@ -165,7 +169,7 @@ class FloatConfig(StageConfig):
                             f"python train_baselines.py float --model {self.model} --out-dir <dir>")
 
     def initial_model(self, data, device, source):
-        return build_model(self.model, self.batchnorm)
+        return build_model(self.model, self.batchnorm, self.width)
 
     def loss_fn(self, model, device):
         if not self.distill_from:
@@ -313,7 +317,7 @@ def train_distill_teacher(cfg: FloatConfig) -> Path:
     if teacher.resume:
         meta = load_checkpoint(path, model=cfg.model, stage="float")["meta"]
         if meta.get("complete"):
-            diff = [k for k, v in teacher.options().items() if meta.get(k) != v]
+            diff = [k for k, v in teacher.options().items() if recorded_option(meta, k) != v]
             if diff:
                 raise UserError(f"{path} (the model to distill from) was trained with other {', '.join(diff)}; "
                                 f"delete it, or pass another --out-dir")
@@ -340,7 +344,7 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     meta = {"model": cfg.model, "stage": cfg.stage, **cfg.options(), "epochs_done": 0,
             "data_source": data.source, "data_hash": data.source_hash, "history": [], "complete": False,
-            "batchnorm": model.batchnorm, **cfg.extra_meta(source)}
+            "batchnorm": model.batchnorm, "width": model.width, **cfg.extra_meta(source)}
 
     if cfg.resume:
         ckpt = load_checkpoint(out, model=cfg.model, stage=cfg.stage)
@@ -348,9 +352,9 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
         if old.get("complete"):
             raise UserError(f"{out} is already complete ({old['epochs']} epochs); nothing to resume")
         for k in (*cfg.options(), "result"):
-            if old.get(k) != meta.get(k):
-                raise UserError(f"cannot resume {out}: it was started with {k}={old.get(k)}, now {meta.get(k)}; "
-                                f"use the same flags, or start over without --resume")
+            if recorded_option(old, k) != meta.get(k):
+                raise UserError(f"cannot resume {out}: it was started with {k}={recorded_option(old, k)}, now "
+                                f"{meta.get(k)}; use the same flags, or start over without --resume")
         if old["data_hash"] != data.source_hash:
             raise UserError(f"cannot resume {out}: it was trained on another data source ({old['data_source']})")
         model.load_state_dict(ckpt["state_dict"])

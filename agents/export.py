@@ -76,7 +76,7 @@ def export(config_path: str | None = None, output: str | None = None, teacher: s
         teacher_path = checked_teacher(res, config_path, teacher)
         net = (load_student(student, config_path, res) if student else load_teacher(teacher_path, res["model"]))
         tables = {n: [int(v) for v in c["table"]] for n, c in layer_configs(res, net if student else None).items()}
-        meta.update(model=res["model"], result=str(Path(config_path).resolve()), result_sha256=file_sha256(config_path),
+        meta.update(model=res["model"], width=net.width, result=str(Path(config_path).resolve()), result_sha256=file_sha256(config_path),
                     teacher_sha256=res["teacher"]["sha256"], levels=res["levels"],
                     tmax_rule=res.get("tmax_rule", "guide"), tables=json.dumps(tables))
         if student:
@@ -90,7 +90,7 @@ def export(config_path: str | None = None, output: str | None = None, teacher: s
         if not teacher_path.is_file():
             raise UserError(f"teacher checkpoint {teacher_path} not found; pass --teacher, or --config-path <result>")
         net = load_teacher(teacher_path, model)
-        meta.update(model=model, teacher=str(teacher_path.resolve()), teacher_sha256=file_sha256(teacher_path))
+        meta.update(model=model, width=net.width, teacher=str(teacher_path.resolve()), teacher_sha256=file_sha256(teacher_path))
         default_out = teacher_path.with_name(f"{model}_int8.onnx")
     out = Path(output) if output else default_out
     if not out.parent.is_dir():

@@ -8,7 +8,7 @@ it was interrupted, so rerunning the command after Ctrl-C loses nothing.
 The search flags are agents.search's; --seed seeds the teachers too.
 
 Outputs know what made them. A run whose teachers' flags (--epochs,
---qat-epochs, --seed) differ from the defaults goes into its own directory,
+--qat-epochs, --seed, --width) differ from the defaults goes into its own directory,
 <out-dir>/<those flags>/ (e.g. outputs/seed1/), and the result's default
 name carries the search options that differ (e.g. lenet5_ppo_K8_result.json):
 a rerun with other flags makes its own outputs and never reuses another's.
@@ -66,7 +66,7 @@ def log_eval(args, cfg, test: dict, where: dict) -> None:
 
 
 # The teachers' flags, in the order a run directory names them.
-TEACHER_FLAGS = {"epochs": "epochs", "qat_epochs": "qat-epochs", "seed": "seed"}
+TEACHER_FLAGS = {"epochs": "epochs", "qat_epochs": "qat-epochs", "seed": "seed", "width": "width"}
 
 
 def run_dir(args) -> str:
@@ -96,7 +96,8 @@ def main(argv=None) -> int:
 def run_stages(args, cfg, common: dict) -> None:
     for stage, epochs in (("float", args.epochs), ("qat", args.qat_epochs)):
         path = checkpoint_path(args.out_dir, args.model, stage)
-        stage_cfg = train_baselines.stage_config(stage, epochs=epochs, **common)
+        extra = {"width": args.width or 1.0} if stage == "float" else {}
+        stage_cfg = train_baselines.stage_config(stage, epochs=epochs, **common, **extra)
         state = stage_state(path, args.model, stage, stage_cfg.options())
         if state == "complete":
             print(f"[Pipeline] {stage}: {path} is complete, skipping (delete it to retrain)", flush=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from models import MODEL_NAMES, quant_layer_names
 from models.checkpoint import checkpoint_path
-from common.cli import non_negative_float, option, positive_int
+from common.cli import non_negative_float, option, positive_float, positive_int
 from common.errors import UserError
 from quant.clip import RULE_HELP, check_rule
 
@@ -38,6 +38,8 @@ class ProblemConfig:
 
     model: str = option("lenet5", "model whose INT8 teacher is searched", choices=MODEL_NAMES)
     teacher: str | None = option(None, "INT8 teacher checkpoint; None means <out-dir>/<model>_qat_preconvert.pth")
+    width: float | None = option(None, "refuse a teacher of another width (train_baselines.py float --width); "
+                                 "None: the teacher's", type=positive_float)
     levels: int = option(16, "TAP budget K, 4..256, code 0 included (16 = 4 bits)", type=positive_int)
     attention_weight: float = option(50.0, "w_att in reward = -(drop + w_att * att)", type=non_negative_float)
     kl_weight: float = option(0.0, "w_kl in reward = -(drop + w_att * att + w_kl * kl), kl = the mean "
@@ -99,4 +101,6 @@ class ProblemConfig:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["layers"] = list(self.layers) if self.layers else None
+        if self.width is None:  # left off: results made before the option compare equal
+            d.pop("width")
         return d

@@ -70,6 +70,10 @@ class TapProblem:
         self.torch_device = resolve_device(config.device)
         self.qnet = load_teacher(teacher, config.model).to(self.torch_device)
         self.teacher_sha256 = file_sha256(teacher)
+        if config.width is not None and config.width != self.qnet.width:
+            raise UserError(f"teacher {teacher} is a {config.model} of width {self.qnet.width}, but --width is "
+                            f"{config.width}; pass --width {self.qnet.width}, or train that width with: python "
+                            f"train_baselines.py float --model {config.model} --width {config.width}")
         try:
             self.kernels = stage_kernels(self.qnet, self.torch_device, config.backend)
         except ValueError as e:

@@ -54,16 +54,35 @@ def quant_layer_names(name: str) -> list[str]:
     return [st.name for st in STAGES[name] if not st.classifier]
 
 
-def build_model(name: str, batchnorm: str | None = None) -> StagedNet:
-    """The float model `name`; `batchnorm` (BATCHNORM_CHOICES) defaults to DEFAULT_BATCHNORM[name]."""
+def scaled_stages(name: str, width: float) -> list[Stage]:
+    """Model `name`'s stages with every hidden layer's channels (conv) or features (fc) times `width`, rounded;
+    the classifier keeps its outputs. Width 1 is the model as published (the guide's nets)."""
+    if not width > 0 or width == float("inf"):
+        raise UserError(f"--width must be a finite number > 0, got {width}")
+    stages, prev_old, prev_new = [], None, None
+    for st in STAGES[name]:
+        out = st.out_ch if st.classifier else int(round(st.out_ch * width))
+        if out < 1:
+            raise UserError(f"--width {width} leaves {name}'s {st.name} ({st.out_ch} channels) with no channel; "
+                            f"use --width {1 / st.out_ch:.3g} or more")
+        # The first fc reads a flattened map: its inputs are the last conv's channels x the map's positions.
+        in_ch = 3 if prev_old is None else st.in_ch // prev_old * prev_new
+        stages.append(replace(st, in_ch=in_ch, out_ch=out))
+        prev_old, prev_new = st.out_ch, out
+    return stages
+
+
+def build_model(name: str, batchnorm: str | None = None, width: float = 1.0) -> StagedNet:
+    """The float model `name` at `width` (scaled_stages); `batchnorm` (BATCHNORM_CHOICES) defaults to
+    DEFAULT_BATCHNORM[name]."""
     if name not in STAGES:
         raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     batchnorm = batchnorm or DEFAULT_BATCHNORM[name]
     if batchnorm not in BATCHNORM_CHOICES:
         raise UserError(f"unknown batchnorm placement {batchnorm!r}; choose one of: {', '.join(BATCHNORM_CHOICES)}")
     with_bn = {"none": (), "conv": ("conv",), "all": ("conv", "fc")}[batchnorm]
-    stages = [replace(st, bn=st.kind in with_bn and not st.classifier) for st in STAGES[name]]
-    return StagedNet(name, stages)
+    stages = [replace(st, bn=st.kind in with_bn and not st.classifier) for st in scaled_stages(name, width)]
+    return StagedNet(name, stages, width)
 
 
-__all__ = ["MODELS", "ModelSpec", "ATTENTION_LAYERS", "BATCHNORM_CHOICES", "DEFAULT_BATCHNORM", "MODEL_NAMES", "STAGES", "quant_layer_names", "Stage", "StagedNet", "UserError", "build_model"]
+__all__ = ["MODELS", "ModelSpec", "ATTENTION_LAYERS", "BATCHNORM_CHOICES", "DEFAULT_BATCHNORM", "MODEL_NAMES", "STAGES", "quant_layer_names", "scaled_stages", "Stage", "StagedNet", "UserError", "build_model"]

@@ -68,7 +68,7 @@ def load_float_model(path: str | os.PathLike, model: str):
         raise UserError(f"float checkpoint {path} is unfinished (epoch {meta['epochs_done']} of {meta['epochs']}); "
                         f"finish it with: python train_baselines.py float --model {model} --resume")
     batchnorm = meta.get("batchnorm", MODELS[model].legacy_batchnorm)
-    net = build_model(model, batchnorm)
+    net = build_model(model, batchnorm, meta.get("width", 1.0))
     try:
         net.load_state_dict(ckpt["state_dict"])
     except RuntimeError:
@@ -78,9 +78,19 @@ def load_float_model(path: str | os.PathLike, model: str):
     return net
 
 
+# Options that checkpoints made before they existed did not record, and the value those were made with.
+UNRECORDED_DEFAULTS = {"width": 1.0}
+
+
+def recorded_option(meta: dict, key: str):
+    """What a checkpoint's metadata says of option `key` (UNRECORDED_DEFAULTS for older checkpoints)."""
+    return meta.get(key, UNRECORDED_DEFAULTS.get(key))
+
+
 def refuse_if_made_otherwise(path, recorded: dict, wanted: dict, what: str) -> None:
     """An output is reused only if it was made with the options asked for now: else one error line."""
-    diff = [f"{k}={recorded.get(k)!r} (asked: {v!r})" for k, v in wanted.items() if recorded.get(k) != v]
+    diff = [f"{k}={recorded_option(recorded, k)!r} (asked: {v!r})" for k, v in wanted.items()
+            if recorded_option(recorded, k) != v]
     if diff:
         raise UserError(f"{path} was made with {', '.join(diff)}; pass another --out-dir for this run, or "
                         f"delete it to {what}")

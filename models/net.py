@@ -56,11 +56,12 @@ class Stage:
 class StagedNet(nn.Module):
     """Float model built from a list of stages (see module docstring)."""
 
-    def __init__(self, model_name: str, stages: list[Stage]):
+    def __init__(self, model_name: str, stages: list[Stage], width: float = 1.0):
         super().__init__()
         if not stages or not stages[-1].classifier:
             raise ValueError("the last stage must be the classifier")
         self.model_name = model_name
+        self.width = width  # the factor its stages were scaled by (models.scaled_stages), recorded in checkpoints
         self.stages = list(stages)
         for st in self.stages:
             if st.kind == "conv":
@@ -133,7 +134,7 @@ def folded_weights(model: StagedNet, name: str) -> tuple[torch.Tensor, torch.Ten
 
 def fold_batchnorm(model: StagedNet) -> StagedNet:
     """The BN-free network `model` computes in eval mode (what QAT starts from)."""
-    plain = StagedNet(model.model_name, [replace(st, bn=False) for st in model.stages])
+    plain = StagedNet(model.model_name, [replace(st, bn=False) for st in model.stages], model.width)
     for st in model.stages:
         w, b = folded_weights(model, st.name)
         getattr(plain, st.name).weight.data.copy_(w)

@@ -47,7 +47,7 @@ class TapStudent(QuantNet):
     def __init__(self, teacher: QuantNet, tables: dict[str, torch.Tensor], kd_temperature: float = KD_TEMPERATURE,
                  kd_weight: float = KD_WEIGHT, attention_weight: float = ATTENTION_WEIGHT,
                  label_smoothing: float = 0.0, params: dict[str, TapParams] | None = None, clip_lr: float = 0.0):
-        super().__init__(build_model(teacher.model_name, "none"), observer=teacher.observer)
+        super().__init__(build_model(teacher.model_name, "none", teacher.width), observer=teacher.observer)
         self.load_state_dict(teacher.state_dict())
         self.batchnorm = teacher.batchnorm
         self.observing = False  # the tables are defined on the teacher's codes: its scales stay

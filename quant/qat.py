@@ -47,6 +47,7 @@ class QuantNet(nn.Module):
             raise ValueError(f"observer must be one of {OBSERVERS}, got {observer!r}")
         self.observer = observer
         self.model_name = float_model.model_name
+        self.width = float_model.width
         self.batchnorm = float_model.batchnorm  # the float model's, recorded; folded away below
         self.stages: list[Stage] = list(float_model.stages)
         self.weights = nn.ParameterDict()
@@ -207,7 +208,7 @@ def load_teacher(path, model: str, stage: str = "qat") -> QuantNet:
         raise UserError(f"{path} is unfinished ({stage} epoch {meta['epochs_done']} of {meta['epochs']}); "
                         f"finish it with: python train_baselines.py {stage} ... --resume")
     # BatchNorm is folded into the QAT weights, so the float model's placement does not matter here.
-    qnet = QuantNet(build_model(model, "none"))
+    qnet = QuantNet(build_model(model, "none", meta.get("width", 1.0)))
     # A student's learned clips are in its tables (meta["tables"]), not in the INT8 model.
     state = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("clip_scale.")}
     try:

@@ -28,7 +28,7 @@ def build_result(problem, *, search: dict, options: dict, best: dict | None, rew
     cfg, layers = problem.config, problem.layers
     return {
         "format": FORMAT, "version": 1, "complete": complete,
-        "model": cfg.model,
+        "model": cfg.model, "width": problem.qnet.width,
         "teacher": {"path": str(Path(problem.teacher_path).resolve()), "sha256": problem.teacher_sha256},
         "levels": cfg.levels, "attention_weight": cfg.attention_weight,
         "layers": layers, "attention_layers": problem.attention_layers,

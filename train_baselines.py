@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from quant.result import finetune_source
 from common.wandb_run import WANDB_MODES, start_wandb
-from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, build_model
+from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, MODELS, build_model
 from common.files import file_sha256
 from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, recorded_option, save_checkpoint
 from common.cli import (Parser, add_common_args, add_config_args, config_from_args, non_negative_float,
@@ -36,7 +36,7 @@ from models.batching import CROP_PAD, iterate
 from models.data import load_cifar10
 from common.errors import UserError
 from models.metrics import accuracy
-from models.training import distillation_loss, make_optimizer, train_epoch
+from models.training import PRECISIONS, bf16_loss, distillation_loss, make_optimizer, native_bf16, train_epoch
 from quant.finetune import ATTENTION_WEIGHT, CLIP_LR, KD_TEMPERATURE, KD_WEIGHT, TapStudent
 from quant.qat import DEFAULT_OBSERVER, OBSERVERS, QuantNet, load_teacher
 from quant.tap import TapParams
@@ -126,6 +126,10 @@ class StageConfig:
         """What the checkpoint records after each epoch besides the history."""
         return {}
 
+    def precision_in_use(self) -> str:
+        """fp32, or bf16 (autocast, channels-last): what the training steps compute in."""
+        return "fp32"
+
 
 @dataclass
 class FloatConfig(StageConfig):
@@ -146,6 +150,9 @@ class FloatConfig(StageConfig):
     width: float = option(1.0, "every hidden layer's channels (conv) or features (fc) times this; 1 = the "
                           "published net (the guide's); QAT, the search and the export take the float "
                           "checkpoint's", type=positive_float)
+    precision: str = option("auto", "training arithmetic: fp32, bf16 (autocast, channels-last), or auto: bf16 for "
+                            "the deep nets where the device computes bf16 natively (AVX512-BF16 or AMX CPU, GPU), "
+                            "fp32 elsewhere", choices=PRECISIONS)
     batchnorm: str | None = option(None, "BatchNorm while training: none, after each conv, or after all layers but "
                                    "the classifier; folded away when QAT starts; None: the model's ("
                                    + ", ".join(f"{m} {b}" for m, b in DEFAULT_BATCHNORM.items()) + ")",
@@ -153,7 +160,7 @@ class FloatConfig(StageConfig):
 
     def options(self) -> dict:
         opts = {**super().options(), "batchnorm": self.batchnorm or DEFAULT_BATCHNORM[self.model],
-                "width": self.width}
+                "width": self.width, "precision": self.precision_in_use()}
         if self.distill_epochs:  # options left off are not recorded: older checkpoints compare equal
             opts["distill_epochs"] = self.distill_epochs
         if self.distill_from:
@@ -167,6 +174,11 @@ class FloatConfig(StageConfig):
         if self.distill_from and not Path(self.distill_from).is_file():
             raise UserError(f"--distill-from {self.distill_from}: no such float checkpoint; train one first with: "
                             f"python train_baselines.py float --model {self.model} --out-dir <dir>")
+
+    def precision_in_use(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if MODELS[self.model].fast_bf16 and native_bf16(resolve_device(self.device)) else "fp32"
 
     def initial_model(self, data, device, source):
         return build_model(self.model, self.batchnorm, self.width)
@@ -327,6 +339,21 @@ def train_distill_teacher(cfg: FloatConfig) -> Path:
     return path
 
 
+@torch.no_grad()
+def bf16_check(model, fp32_loss, bf16_loss_of, x, y, batch_size: int, device) -> dict:
+    """The loss of one unaugmented training batch in fp32 and under bf16 autocast (the model in eval mode, so
+    nothing it holds changes); refuses bf16 when they disagree by more than 5 %."""
+    xb, yb = next(iterate(x[:batch_size], y[:batch_size], batch_size, device))
+    was_training = model.training
+    model.eval()
+    got = {"fp32": float(fp32_loss(xb, yb)), "bf16": float(bf16_loss_of(xb, yb))}
+    model.train(was_training)
+    if not abs(got["bf16"] - got["fp32"]) <= 0.05 * abs(got["fp32"]):
+        raise UserError(f"bf16 autocast gives a loss of {got['bf16']:.4f} on a batch where fp32 gives "
+                        f"{got['fp32']:.4f}; train with --precision fp32")
+    return got
+
+
 def train(cfg: StageConfig, on_epoch_end=None) -> dict:
     """Runs one stage; returns the final metadata. `on_epoch_end(epoch)` is a test hook."""
     device = resolve_device(cfg.device)
@@ -340,6 +367,9 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
 
     torch.manual_seed(cfg.seed)
     model = cfg.initial_model(data, device, source).to(device)
+    bf16 = cfg.precision_in_use() == "bf16"
+    if bf16:  # before the optimizer: its state follows the parameters' layout
+        model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.epochs, steps, cfg.stage)
     gen = torch.Generator().manual_seed(cfg.seed)
     meta = {"model": cfg.model, "stage": cfg.stage, **cfg.options(), "epochs_done": 0,
@@ -365,6 +395,12 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
         print(f"[{cfg.label}] resuming after epoch {meta['epochs_done']} of {meta['epochs']}", flush=True)
 
     loss_of = cfg.loss_fn(model, device)
+    if bf16:
+        loss_of = bf16_loss(loss_of, device)
+        meta["bf16_check"] = bf16_check(model, cfg.loss_fn(model, device), loss_of, train_x, train_y, cfg.batch_size,
+                                        device)
+        print(f"[{cfg.label}] bf16 autocast, channels-last: one batch's loss {meta['bf16_check']['fp32']:.4f} in fp32, "
+              f"{meta['bf16_check']['bf16']:.4f} in bf16", flush=True)
     run = start_wandb(cfg.wandb, out.stem, {k: v for k, v in meta.items() if k not in ("history", "tables")},
                       cfg.out_dir, cfg.wandb_project)
     for epoch in range(meta["epochs_done"] + 1, cfg.epochs + 1):

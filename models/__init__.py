@@ -17,6 +17,9 @@ class ModelSpec:
     attention_layers: tuple  # attention-transfer layers (quantized ones)
     batchnorm: str  # default BatchNorm placement while the float model trains (BATCHNORM_CHOICES)
     legacy_batchnorm: str  # what checkpoints that predate the `batchnorm` record were trained with
+    # Whether bf16 autocast and channels-last pay for this net's float training where the CPU has native bf16:
+    # measured (benchmarks/README.md, "Training the deep nets"): ~2x for AlexNet and VGG16, nothing for LeNet-5.
+    fast_bf16: bool = True
 
     @property
     def env_id(self) -> str:
@@ -31,7 +34,8 @@ class ModelSpec:
 # the last conv and the first fc (or the last two convs), the same "end of
 # the feature extractor" rule the guide gives for LeNet-5.
 MODELS = {m.name: m for m in (
-    ModelSpec("lenet5", "LeNet5", tuple(_lenet5.STAGES), tuple(_lenet5.ATTENTION_LAYERS), _lenet5.BATCHNORM, "none"),
+    ModelSpec("lenet5", "LeNet5", tuple(_lenet5.STAGES), tuple(_lenet5.ATTENTION_LAYERS), _lenet5.BATCHNORM, "none",
+              fast_bf16=False),
     ModelSpec("alexnet", "AlexNet", tuple(alexnet_vgg.ALEXNET_STAGES), ("conv5", "fc6"), "conv", "conv"),
     ModelSpec("vgg16", "VGG16", tuple(alexnet_vgg.VGG16_STAGES), ("conv10", "conv13"), "conv", "conv"),
     ModelSpec("vgg19", "VGG19", tuple(alexnet_vgg.VGG19_STAGES), ("conv12", "conv16"), "conv", "conv"),

@@ -79,7 +79,7 @@ def load_float_model(path: str | os.PathLike, model: str):
 
 
 # Options that checkpoints made before they existed did not record, and the value those were made with.
-UNRECORDED_DEFAULTS = {"width": 1.0}
+UNRECORDED_DEFAULTS = {"width": 1.0, "precision": "fp32"}
 
 
 def recorded_option(meta: dict, key: str):

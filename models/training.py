@@ -27,6 +27,28 @@ def make_optimizer(model: nn.Module, lr: float, wd: float, epochs: int, steps_pe
     return opt, sched
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: a CUDA GPU, or a CPU with AVX512-BF16 or AMX (oneDNN's
+    check). Elsewhere bf16 autocast is emulated and about 20x slower (measured on an AVX2 EPYC)."""
+    if device.type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def bf16_loss(loss_of, device: torch.device):
+    """`loss_of` under bf16 autocast with channels-last batches (the model is channels-last too)."""
+    def loss(xb, yb):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return loss_of(xb.contiguous(memory_format=torch.channels_last), yb)
+    return loss
+
+
 def sgd_step(loss_of, xb: torch.Tensor, yb: torch.Tensor, opt) -> float:
     """One optimizer step on the batch's loss `loss_of(xb, yb)`; returns the loss."""
     loss = loss_of(xb, yb)

@@ -43,3 +43,26 @@ def test_a_narrow_teacher_carries_its_width_through_qat_search_and_resume(tmp_pa
     assert np.isfinite(problem.score_params(problem.analytic)["reward"])
     with pytest.raises(UserError, match="width 0.5, but --width is 1.0; pass --width 0.5"):
         TapProblem(width=1.0, **kw)
+
+
+def test_a_narrow_alexnet_trains_in_bf16_resumes_exactly_and_quantizes(tmp_path, tiny_tar, cache_dir):
+    """bf16 autocast with channels-last (asked for: emulated, slower, on a CPU without native bf16): the one-batch
+    check is recorded, a killed run resumes to the same weights, and QAT starts from it in fp32."""
+    from models.checkpoint import load_checkpoint
+
+    kw = dict(model="alexnet", width=0.125, precision="bf16", epochs=2)
+    full = train(train_args("float", tmp_path / "a", tiny_tar, cache_dir, **kw))
+    assert full["precision"] == "bf16" and abs(full["bf16_check"]["bf16"] - full["bf16_check"]["fp32"]) < 0.1
+
+    def stop(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, **kw), on_epoch_end=stop)
+    with pytest.raises(UserError, match="started with precision=bf16, now fp32"):
+        train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, **{**kw, "precision": "fp32"}, resume=True))
+    train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, **kw, resume=True))
+    a, b = (load_checkpoint(tmp_path / d / "alexnet_float_unfused.pth")["state_dict"] for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    qat = train(train_args("qat", tmp_path / "a", tiny_tar, cache_dir, model="alexnet"))
+    assert qat["complete"] and qat["width"] == 0.125 and "bf16_check" not in qat

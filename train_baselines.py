@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from tqdm import tqdm
 
 from quant.result import finetune_source
+from common.progress import progress
 from common.wandb_run import WANDB_MODES, start_wandb
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, MODELS, build_model
 from common.files import file_sha256
@@ -77,7 +77,7 @@ class StageConfig:
     batch_size: int = option(128, "training batch size", type=positive_int)
     seed: int = option(0, "seed of the initialisation, batch order and augmentation", type=int)
     resume: bool = option(False, "continue an interrupted run of this stage", action="store_true")
-    no_progress: bool = option(False, "no progress bar (there is none when stderr is not a terminal)",
+    no_progress: bool = option(False, "no progress bar on a terminal, no progress lines in a log",
                                action="store_true")
     wandb: str = option("disabled", "Weights & Biases: per-epoch train loss, val accuracy and lr; offline needs "
                         "no account or network", choices=WANDB_MODES)
@@ -407,8 +407,7 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
         t0 = time.perf_counter()
         cfg.start_epoch(model, epoch)
         batches = iterate(train_x, train_y, cfg.batch_size, device, gen, train=True, crop_pad=cfg.crop_pad)
-        bar = tqdm(batches, total=steps, desc=f"[{cfg.label}] Epoch {epoch}/{cfg.epochs}", leave=False, unit="batch",
-                   disable=True if cfg.no_progress else None)  # None: a bar only on a terminal
+        bar = progress(batches, steps, f"[{cfg.label}] Epoch {epoch}/{cfg.epochs}", disable=cfg.no_progress)
         total_loss = train_epoch(model, bar, opt, sched, loss_of)
         val_acc = accuracy(model, val_x, val_y, device)
         secs = time.perf_counter() - t0

@@ -156,3 +156,16 @@ def test_distill_epochs_trains_the_teacher_first_then_distills_from_it(tmp_path,
     assert "distill_epochs" not in load_checkpoint(teacher, "lenet5", "float")["meta"]  # a plain run
     with pytest.raises(UserError, match="model to distill from.*other seed"):  # never silently reused
         train(train_args("float", tmp_path, tiny_tar, cache_dir, distill_epochs=1, seed=1))
+
+
+def test_in_a_log_a_long_epoch_writes_progress_lines(tmp_path, tiny_tar, cache_dir):
+    """Output redirected (not a terminal): plain lines with the rate and the time left, at the interval."""
+    import os
+
+    r = subprocess.run([sys.executable, "train_baselines.py", "float", "--epochs", "1", "--batch-size", "8",
+                        "--data", str(tiny_tar), "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path),
+                        "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
+                       env={**os.environ, "TAPQUANT_PROGRESS_INTERVAL": "0"})
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith("[Float] Epoch 1/1 | ")]
+    assert len(lines) > 10 and lines[0].endswith(" left") and " batch/s | " in lines[0]

@@ -18,7 +18,7 @@ class ModelSpec:
     batchnorm: str  # default BatchNorm placement while the float model trains (BATCHNORM_CHOICES)
     legacy_batchnorm: str  # what checkpoints that predate the `batchnorm` record were trained with
     # Whether bf16 autocast and channels-last pay for this net's float training where the CPU has native bf16:
-    # measured (benchmarks/README.md, "Training the deep nets"): ~2x for AlexNet and VGG16, nothing for LeNet-5.
+    # ~2x for AlexNet and VGG16, nothing for LeNet-5 (benchmarks/README.md, "Training the deep nets on 2 cores").
     fast_bf16: bool = True
 
     @property

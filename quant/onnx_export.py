@@ -24,7 +24,7 @@ in a saturating int16 (vpmaddubsw): a code above 129 times a weight of 127,
 twice, exceeds 32,767 and the sum comes out wrong. Its u8 x u8 kernels widen
 to int16 first (vpmaddwd), so they are exact on every x86 CPU, and onnxruntime
 subtracts the zero point's share exactly in int32. Measured in
-benchmarks/README.md ("The ONNX export on any CPU"): exact under an emulated
+benchmarks/README.md ("Exact and fast on any CPU"): exact under an emulated
 AVX2 CPU where int8 weights are not, and faster for ConvInteger on this
 project's CPUs.
 

@@ -20,7 +20,7 @@ import torch
 from quant.result import checked_teacher, read_checked, result_path, tables_label
 from quant.qat import QuantNet, load_teacher
 from models import MODEL_NAMES
-from common.files import file_sha256
+from common.files import file_sha256, missing_file
 from common.cli import Parser, add_common_args, resolve_device, run_main
 from models.data import load_cifar10
 from common.errors import UserError
@@ -52,7 +52,8 @@ def evaluate_onnx(path, data=None, cache_dir=None, device: str = "auto", verbose
         raise UserError('agents.evaluate --onnx needs onnxruntime: pip install -e ".[export]"') from None
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found; write it with: python -m agents.export --config-path <result>.json")
+        raise UserError(missing_file("ONNX file", path, "write it with: python -m agents.export --config-path "
+                                                        "<result>.json"))
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
@@ -128,9 +129,13 @@ def evaluate_result(config_path, model: str | None = None, teacher: str | None =
 
 
 def find_result(config_path: str, out_dir: str) -> str:
-    """`config_path` as given, or, when that is no file, under <out_dir>/tri_ppo_int_codes/ where the search writes it."""
+    """`config_path` as given, or, when that is no file, under <out_dir>/tri_ppo_int_codes/ where the search writes
+    it; a bare name that is in neither place is looked for there (so a typo is answered with its closest result)."""
+    if Path(config_path).is_file():
+        return config_path
     under = result_path(out_dir, config_path)
-    return str(under) if not Path(config_path).is_file() and under.is_file() else config_path
+    bare = Path(config_path).name == config_path
+    return str(under) if under.is_file() or (bare and under.parent.is_dir()) else config_path
 
 
 def main(argv=None) -> int:

@@ -249,14 +249,18 @@ def completed(cfg: SearchConfig) -> dict | None:
     if "search" not in res:
         raise UserError(f"{path} was made by an older TapQuant that did not record its options; pass another "
                         f"--out-dir for this run, or delete it to search again")
+    fix = (f"drop --result-file: a run with these options writes its own {cfg.default_result_name()}"
+           if cfg.result_file and cfg.result_file != cfg.default_result_name() else None)
     refuse_if_made_otherwise(path, made_with(res["search"], res.get("problem", {})),
-                             made_with(cfg.search_options(), cfg.problem.as_dict()), "search again")
+                             made_with(cfg.search_options(), cfg.problem.as_dict()), "search again", fix)
     return res
 
 
 def made_with(search_options: dict, problem: dict) -> dict:
-    """What makes a search's result what it is: not where its files are, nor how it is shown."""
-    return {**search_options, **{k: v for k, v in problem.items() if k not in COMMON_FLAGS}}
+    """What makes a search's result what it is: not where its files are (the result's own name included), nor
+    how it is shown."""
+    return {**{k: v for k, v in search_options.items() if k != "result_file"},
+            **{k: v for k, v in problem.items() if k not in COMMON_FLAGS}}
 
 
 def main(argv=None) -> int:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import yaml
 
+from common.files import missing_file
 from common.wandb_run import WANDB_MODES
 from common.cli import Parser, add_common_args, run_main
 from common.errors import UserError
@@ -81,7 +82,7 @@ class SweepSpec:
     def __init__(self, path: str | os.PathLike, common: dict):
         self.path = Path(path)
         if not self.path.is_file():
-            raise UserError(f"sweep file {self.path} not found; see sweeps/ for examples")
+            raise UserError(missing_file("sweep file", self.path, "see sweeps/ for examples"))
         try:
             doc = yaml.safe_load(self.path.read_text())
         except yaml.YAMLError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 from pathlib import Path
@@ -29,3 +30,14 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def missing_file(what: str, path: str | os.PathLike, make: str) -> str:
+    """The one line for a file that does not exist: the closest existing name of the same kind in its
+    folder first (a typo is likelier than a missing run), then how to make one."""
+    path = Path(path)
+    folder = path.parent if path.parent.is_dir() else None
+    names = [p.name for p in folder.iterdir() if p.suffix == path.suffix] if folder else []
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)
+    guess = f"did you mean {path.with_name(close[0])}? Otherwise " if close else ""
+    return f"{what} {path} not found; {guess}{make}"

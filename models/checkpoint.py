@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from common.errors import UserError
-from common.files import atomic_write
+from common.files import atomic_write, missing_file
 
 FORMAT = "tapquant-checkpoint"
 STAGE_FILES = {"float": "{model}_float_unfused.pth", "qat": "{model}_qat_preconvert.pth",
@@ -39,8 +39,7 @@ def load_checkpoint(path: str | os.PathLike, model: str | None = None, stage: st
     path = Path(path)
     make = STAGE_COMMANDS.get(stage or "", "").format(model=model or "<model>")
     if not path.is_file():
-        hint = f"; make it with: {make}" if make else ""
-        raise UserError(f"checkpoint {path} not found{hint}")
+        raise UserError(missing_file("checkpoint", path, f"make it with: {make}" if make else "check the path"))
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, not a torch file, unsafe pickle, ...
@@ -87,13 +86,14 @@ def recorded_option(meta: dict, key: str):
     return meta.get(key, UNRECORDED_DEFAULTS.get(key))
 
 
-def refuse_if_made_otherwise(path, recorded: dict, wanted: dict, what: str) -> None:
-    """An output is reused only if it was made with the options asked for now: else one error line."""
+def refuse_if_made_otherwise(path, recorded: dict, wanted: dict, what: str, fix: str | None = None) -> None:
+    """An output is reused only if it was made with the options asked for now: else one error line, ending with
+    `fix` when there is a shorter one than another --out-dir."""
     diff = [f"{k}={recorded_option(recorded, k)!r} (asked: {v!r})" for k, v in wanted.items()
             if recorded_option(recorded, k) != v]
     if diff:
-        raise UserError(f"{path} was made with {', '.join(diff)}; pass another --out-dir for this run, or "
-                        f"delete it to {what}")
+        raise UserError(f"{path} was made with {', '.join(diff)}; "
+                        + (fix or f"pass another --out-dir for this run, or delete it to {what}"))
 
 
 def stage_state(path, model: str, stage: str, options: dict | None = None) -> str:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from models import MODEL_NAMES
-from common.files import atomic_write, file_sha256
+from common.files import atomic_write, file_sha256, missing_file
 from common.errors import UserError
 from quant.tap import TapParams, build_table
 
@@ -64,7 +64,8 @@ def read_result(path: str | os.PathLike) -> dict:
     """Loads a result file and checks everything evaluate relies on; UserError otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"result file {path} not found; make it with: python -m agents.search --result-file {path.name}")
+        raise UserError(missing_file("result file", path, f"make it with: python -m agents.search --result-file "
+                                                          f"{path.name}"))
     try:
         res = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

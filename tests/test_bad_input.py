@@ -108,3 +108,19 @@ def test_an_unknown_choice_or_flag_is_one_line_without_the_usage(argv, words, ca
     for main in (search.main, pipeline.main):
         code, err = run(main, argv, capsys)
         assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+
+
+def test_a_missing_file_suggests_the_closest_existing_name(tmp_path):
+    from common.errors import UserError
+    from models.checkpoint import load_checkpoint
+    from quant.result import read_result
+
+    (tmp_path / "lenet5_ppo_result.json").write_text("{}")
+    (tmp_path / "lenet5_qat_preconvert.pth").write_bytes(b"")
+    with pytest.raises(UserError, match=r"did you mean .*lenet5_ppo_result.json\? Otherwise make it with"):
+        read_result(tmp_path / "lenet5_ppo_reslt.json")
+    with pytest.raises(UserError, match=r"did you mean .*lenet5_qat_preconvert.pth\?"):
+        load_checkpoint(tmp_path / "lenet5_qat_preconvrt.pth", "lenet5", "qat")
+    with pytest.raises(UserError) as e:  # nothing close: only how to make one
+        read_result(tmp_path / "vgg16_tpe_K4_result.json")
+    assert "did you mean" not in str(e.value) and "make it with: python -m agents.search" in str(e.value)

@@ -59,16 +59,20 @@ def plot_layers(res: dict, stats: dict, title: str, path: Path) -> None:
                  else f"code 0, then {cfg['n1']}, {cfg['n2']}, {cfg['n3']} per segment")
         hist_ax.plot(levels, np.full(len(levels), 0.7), "v", color="#c0392b", ms=4,
                      label=f"{len(levels)} levels: {spent}")
-        hist_ax.set_title(f"{name} ({res['record_points'].get(name, name)}): code histogram", fontsize=9)
+        hist_ax.set_title(f"{name}: code histogram", fontsize=9)
         hist_ax.set_xlim(-1, top + 1)
+        hist_ax.set_ylim(0.3, max(st.counts.max(), 1) * 3e3)  # headroom on the log scale: the legend sits above the bars
         hist_ax.legend(fontsize=7, ncol=3, loc="upper right")
         table_ax.step(codes, table[: top + 1], where="mid", color="#c0392b", label="T(c)")
         table_ax.plot(codes, codes, color="gray", lw=0.8, ls="--", label="identity")
         table_ax.set_title(f"{name}: table", fontsize=9)
         table_ax.set_xlabel("code c", fontsize=8)
-        table_ax.legend(fontsize=7)
+        table_ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    points = ", ".join(f"{n} = {res['record_points'].get(n, n)}" for n in layers)
+    fig.text(0.5, 0.005, f"codes recorded after ReLU (the guide's record points: {points}); histograms on the "
+                         f"calibration batches", ha="center", fontsize=7, color="#555")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -80,13 +84,29 @@ def plot_search(res: dict, path: Path) -> None:
 
     rewards = np.asarray(res["reward_history"], dtype=float)
     episodes = np.arange(1, len(rewards) + 1)
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plt.subplots(figsize=(10, 3.5))
     ax.plot(episodes, rewards, ".", ms=2, color="#8fa8c8", label="episode reward")
     ax.plot(episodes, np.maximum.accumulate(rewards), color="#c0392b", label="best so far")
+    sel = res.get("selection")
+    if sel:
+        top = sel["search_best"]["reward"]
+        ax.plot(int(np.argmax(rewards)) + 1, top, "*", ms=12, color="#c0392b", zorder=3,
+                label=f"the search split's best: {top:.2f}")
+        kept = sel["chosen"] == "anchor"
+        if kept:  # then `best` is the analytic tables, scored on the same search split
+            ax.axhline(res["best"]["reward"], color="black", ls="--", lw=1,
+                       label=f"the analytic tables: {res['best']['reward']:.2f}")
+        gain = max(c["gain_pt"] for c in sel["candidates"]) if sel["candidates"] else float("nan")
+        verdict = (f"held-out check ({sel['images']:,} images): the best {len(sel['candidates'])} gained at most "
+                   f"{gain:+.2f} pt\nkept: " + ("the analytic tables" if kept else f"the search's {sel['chosen']}"))
+        ax.text(0.99, 0.03, verdict, transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#999"})
+    # A few wild early episodes would squash the rest: the bottom follows the bulk of the rewards.
+    ax.set_ylim(bottom=min(np.percentile(rewards, 2), res["best"]["reward"]) - 1.0)
     ax.set_xlabel("episode")
     ax.set_ylabel("search reward -(drop + w_att * att)")
     ax.set_title(f"{res['model']} | {res['algo']} search | K={res['levels']} | seed {res['seed']}", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

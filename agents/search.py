@@ -212,9 +212,11 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
         best, selection = confirm(problem, tracker.top, selection_images)
         tables = f"the analytic tables (tmax rule {cfg.problem.tmax_rule})"
         if selection["chosen"] == "anchor":
+            split_drop = selection["search_best"]["drop"]
+            why = " (negative: its student beat the teacher on those images, by chance)" if split_drop < 0 else ""
             print(f"[Search] kept {tables}: none of the search's best {len(selection['candidates'])} beat them on "
                   f"{selection['images']} held-out training images (the search split's best had drop "
-                  f"{selection['search_best']['drop']:.2f})", flush=True)
+                  f"{split_drop:.2f}{why})", flush=True)
         else:
             gain = selection["candidates"][int(selection["chosen"].split()[-1]) - 1]["gain_pt"]
             print(f"[Search] chose the search's {selection['chosen']}: it beat {tables} by {gain:+.2f} pt on "

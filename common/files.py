@@ -38,6 +38,6 @@ def missing_file(what: str, path: str | os.PathLike, make: str) -> str:
     path = Path(path)
     folder = path.parent if path.parent.is_dir() else None
     names = [p.name for p in folder.iterdir() if p.suffix == path.suffix] if folder else []
-    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.9)  # a typo, not a sibling
     guess = f"did you mean {path.with_name(close[0])}? Otherwise " if close else ""
     return f"{what} {path} not found; {guess}{make}"

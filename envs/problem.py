@@ -20,7 +20,7 @@ from envs.config import ProblemConfig
 from envs.reward import Score, score_student
 from envs.student import StudentRunner
 from models import ATTENTION_LAYERS
-from common.files import file_sha256
+from common.files import file_sha256, missing_file
 from common.cli import resolve_device
 from models.batching import iterate
 from models.data import load_cifar10
@@ -64,8 +64,11 @@ class TapProblem:
         self.config = config = config or ProblemConfig(**kwargs)
         teacher = config.teacher_path
         if not teacher.is_file():
-            raise UserError(f"teacher checkpoint {teacher} not found; make it with: python train_baselines.py "
-                            f"float --model {config.model} && python train_baselines.py qat --model {config.model}")
+            cost = ("" if config.model == "lenet5" else "; on 2 CPU cores that takes hours at width 1, so consider "
+                    "float --width 0.5 (README: 'AlexNet and VGG16 on a CPU')")
+            raise UserError(missing_file("teacher checkpoint", teacher, f"make it with: python train_baselines.py "
+                                         f"float --model {config.model} && python train_baselines.py qat --model "
+                                         f"{config.model}" + cost))
         self.teacher_path = str(teacher)
         self.torch_device = resolve_device(config.device)
         self.qnet = load_teacher(teacher, config.model).to(self.torch_device)

@@ -124,3 +124,6 @@ def test_a_missing_file_suggests_the_closest_existing_name(tmp_path):
     with pytest.raises(UserError) as e:  # nothing close: only how to make one
         read_result(tmp_path / "vgg16_tpe_K4_result.json")
     assert "did you mean" not in str(e.value) and "make it with: python -m agents.search" in str(e.value)
+    with pytest.raises(UserError) as e:  # another model's checkpoint is a sibling, not a typo
+        load_checkpoint(tmp_path / "vgg16_qat_preconvert.pth", "vgg16", "qat")
+    assert "did you mean" not in str(e.value)

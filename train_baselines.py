@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 
 from quant.result import finetune_source
-from common.progress import progress
+from common.progress import duration, progress
 from common.wandb_run import WANDB_MODES, start_wandb
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, MODELS, build_model
 from common.files import file_sha256
@@ -418,7 +418,9 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
         save_checkpoint(out, cfg.model, cfg.stage, model.state_dict(), meta,
                         {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state()})
         clips = " ".join(f"{n} {c['tmax']}" for n, c in meta.get("clips", {}).items())
+        left = (cfg.epochs - epoch) * sum(h["seconds"] for h in meta["history"]) / len(meta["history"])
         print(f"[{cfg.label}] Epoch {epoch} | Val Acc {val_acc:.2f}% | Loss {total_loss / steps:.4f} | {secs:.1f}s"
+              + (f" | {duration(left)} left" if epoch < cfg.epochs else "")
               + (f" | clips {clips}" if clips else ""), flush=True)
         if run is not None:
             run.log({"epoch": epoch, "train_loss": total_loss / steps, "val_acc": val_acc,

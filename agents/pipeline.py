@@ -93,14 +93,26 @@ def main(argv=None) -> int:
     return 0
 
 
+PLAN_WORDS = {"missing": "to run", "partial": "to resume", "complete": "done"}
+
+
 def run_stages(args, cfg, common: dict) -> None:
+    teachers = []
     for stage, epochs in (("float", args.epochs), ("qat", args.qat_epochs)):
         path = checkpoint_path(args.out_dir, args.model, stage)
         extra = {"width": args.width or 1.0} if stage == "float" else {}
         stage_cfg = train_baselines.stage_config(stage, epochs=epochs, **common, **extra)
-        state = stage_state(path, args.model, stage, stage_cfg.options())
+        teachers.append((stage_cfg, path, stage_state(path, args.model, stage, stage_cfg.options())))
+    searched = all(state == "complete" for *_, state in teachers) and search.completed(cfg)
+    plan = ([f"{c.stage} {c.epochs} epochs ({PLAN_WORDS[state]})" for c, _, state in teachers]
+            + [f"search {cfg.algo} {cfg.episodes} episodes ({'done' if searched else 'to run'})",
+               "eval on the test set"]
+            + ([f"student {args.finetune_epochs} epochs"] if args.finetune_epochs else [])
+            + (["export"] if args.export else []))
+    print(f"[Pipeline] {args.model}: " + " -> ".join(plan) + " (each stage's lines give its time left)", flush=True)
+    for stage_cfg, path, state in teachers:
         if state == "complete":
-            print(f"[Pipeline] {stage}: {path} is complete, skipping (delete it to retrain)", flush=True)
+            print(f"[Pipeline] {stage_cfg.stage}: {path} is complete, skipping (delete it to retrain)", flush=True)
             continue
         stage_cfg.resume = state == "partial"
         train_baselines.train(stage_cfg)

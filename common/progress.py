@@ -17,7 +17,7 @@ from tqdm import tqdm
 PROGRESS_INTERVAL = float(os.environ.get("TAPQUANT_PROGRESS_INTERVAL", 30))  # seconds between lines in a log
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m // 60}h{m % 60:02d}m" if m >= 60 else f"{m}m{s:02d}s"
 
@@ -38,5 +38,5 @@ def progress(iterable, total: int, desc: str, unit: str = "batch", disable: bool
         if now - last >= PROGRESS_INTERVAL and done < total:
             last = now
             rate = done / (now - start)
-            print(f"{desc} | {done}/{total} {unit} | {rate:.2f} {unit}/s | {_duration((total - done) / rate)} left",
+            print(f"{desc} | {done}/{total} {unit} | {rate:.2f} {unit}/s | {duration((total - done) / rate)} left",
                   flush=True)

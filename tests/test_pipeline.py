@@ -69,13 +69,15 @@ def test_a_rerun_with_other_flags_makes_its_own_outputs(tmp_path, tiny_tar, cach
             "--device", "cpu", "--no-progress"]
     assert run_main(pipeline.main, argv) == 0
     first = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    capsys.readouterr()
+    assert ("[Pipeline] lenet5: float 1 epochs (to run) -> qat 1 epochs (to run) -> search random 8 episodes (to run) "
+            "-> eval on the test set") in capsys.readouterr().out  # the plan first
     for extra, teachers, result in ((["--levels", "8"], "epochs1_qat-epochs1", "lenet5_random_K8_8ep_*_result.json"),
                                     (["--tmax-rule", "p99"], "epochs1_qat-epochs1", "lenet5_random_p99_8ep_*"),
                                     (["--seed", "1"], "epochs1_qat-epochs1_seed1", "lenet5_random_seed1_8ep_*"),
                                     (["--epochs", "2"], "epochs2_qat-epochs1", "lenet5_random_8ep_*")):
         assert run_main(pipeline.main, argv + extra) == 0
         out = capsys.readouterr().out
+        assert ("qat 1 epochs (done)" in out) == (teachers == "epochs1_qat-epochs1"), extra
         trained = "[Float] Test Acc" in out
         assert trained == (teachers != "epochs1_qat-epochs1"), extra  # new teachers only for new teachers' flags
         assert read_result(only((tmp_path / teachers / "tri_ppo_int_codes").glob(result)))["complete"]

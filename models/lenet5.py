@@ -7,9 +7,7 @@ tip), whether the float model trains with BatchNorm, and the network that
 QAT deploys once BatchNorm is folded into the layers before it.
 """
 
-
 from common.cli import Parser
-
 from models.net import Stage, describe
 
 STAGES = [

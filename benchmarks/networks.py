@@ -116,9 +116,10 @@ def pictures(records: list[dict], folder: Path) -> list[Path]:
             ylabel="test drop (pt)", title="analytic tables, mse clip")
     ax2.set(xlabel="tables on the first n quantized layers", ylabel="test drop (pt)",
             title=f"depth, K = {STUDY_LEVELS}")
-    for ax in (ax1, ax2):
+    ax1.minorticks_off()
+    for ax, where in ((ax1, "upper right"), (ax2, "lower right")):
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc=where, fontsize=8)
     fig.tight_layout()
     path = folder / "networks.png"
     fig.savefig(path, dpi=110)

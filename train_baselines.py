@@ -396,9 +396,8 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
 
     loss_of = cfg.loss_fn(model, device)
     if bf16:
-        loss_of = bf16_loss(loss_of, device)
-        meta["bf16_check"] = bf16_check(model, cfg.loss_fn(model, device), loss_of, train_x, train_y, cfg.batch_size,
-                                        device)
+        fp32_loss, loss_of = loss_of, bf16_loss(loss_of, device)
+        meta["bf16_check"] = bf16_check(model, fp32_loss, loss_of, train_x, train_y, cfg.batch_size, device)
         print(f"[{cfg.label}] bf16 autocast, channels-last: one batch's loss {meta['bf16_check']['fp32']:.4f} in fp32, "
               f"{meta['bf16_check']['bf16']:.4f} in bf16", flush=True)
     run = start_wandb(cfg.wandb, out.stem, {k: v for k, v in meta.items() if k not in ("history", "tables")},

@@ -117,7 +117,7 @@ def run_stages(args, cfg, common: dict) -> None:
         stage_cfg.resume = state == "partial"
         train_baselines.train(stage_cfg)
 
-    if search.completed(cfg):
+    if searched or search.completed(cfg):  # read once when the plan already found it complete
         print(f"[Pipeline] search: {cfg.result_path} is complete, skipping (delete it to search again)", flush=True)
     else:
         search.run(cfg, resume=SearchCheckpoint(cfg.result_path).exists())

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quant.result import checked_teacher, read_checked, result_path, tables_label
+from quant.result import checked_teacher, levels_label, read_checked, result_path, tables_label
 from quant.qat import QuantNet, load_teacher
 from models import MODEL_NAMES
 from common.files import file_sha256, missing_file
@@ -114,7 +114,7 @@ def evaluate_result(config_path, model: str | None = None, teacher: str | None =
     configs = layer_configs(res, student_net if student else None)
     tables = {n: torch.tensor(c["table"], dtype=torch.uint8, device=dev).float() for n, c in configs.items()}
     say = print if verbose else (lambda *a, **k: None)
-    say(f"[Eval] {res['model']} | K={res['levels']} | tmax rule {res.get('tmax_rule', 'guide')} | {tables_label(res)} | "
+    say(f"[Eval] {res['model']} | K={levels_label(res['levels'])} | tmax rule {res.get('tmax_rule', 'guide')} | {tables_label(res)} | "
         f"{res.get('episodes')} episodes | teacher {teacher_path}" + (f" | student {student}" if student else ""))
     if configs is not res["best"]["config"]:
         say("[Eval] the student's clips were learned in fine-tuning (its tables follow them):")

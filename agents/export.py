@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from agents.evaluate import find_result, layer_configs, load_student
-from quant.result import checked_teacher, read_checked
+from quant.result import checked_teacher, levels_label, read_checked
 from models import MODEL_NAMES
 from common.files import atomic_write, file_sha256
 from models.checkpoint import checkpoint_path
@@ -77,7 +77,7 @@ def export(config_path: str | None = None, output: str | None = None, teacher: s
         net = (load_student(student, config_path, res) if student else load_teacher(teacher_path, res["model"]))
         tables = {n: [int(v) for v in c["table"]] for n, c in layer_configs(res, net if student else None).items()}
         meta.update(model=res["model"], width=net.width, result=str(Path(config_path).resolve()), result_sha256=file_sha256(config_path),
-                    teacher_sha256=res["teacher"]["sha256"], levels=res["levels"],
+                    teacher_sha256=res["teacher"]["sha256"], levels=levels_label(res["levels"]),
                     tmax_rule=res.get("tmax_rule", "guide"), tables=json.dumps(tables))
         if student:
             meta.update(student=str(Path(student).resolve()), student_sha256=file_sha256(student))
@@ -104,7 +104,7 @@ def export(config_path: str | None = None, output: str | None = None, teacher: s
     if tables:
         scales = {n: float(net.act_scale(net.stage_index(n))) for n in tables}
         doc = {"format": "tapquant-tables", "result": meta["result"], "teacher_sha256": meta["teacher_sha256"],
-               "levels": meta["levels"], "tmax_rule": meta["tmax_rule"],
+               "levels": res["levels"], "tmax_rule": meta["tmax_rule"],
                "layers": {n: {"scale": scales[n], "zero_point": 0, "table": t} for n, t in tables.items()}}
         stem = out.with_suffix("")
         written += [stem.with_name(stem.name + "_tables.json"), stem.with_name(stem.name + "_tables.h")]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.evaluate import evaluate_result
-from quant.result import read_result, tables_label
+from quant.result import levels_label, read_result, tables_label
 from envs.problem import calibration_stats
 from common.cli import Parser, add_common_args, resolve_device, run_main
 from models.data import load_cifar10
@@ -105,7 +105,7 @@ def plot_search(res: dict, path: Path) -> None:
     ax.set_ylim(bottom=min(np.percentile(rewards, 2), res["best"]["reward"]) - 1.0)
     ax.set_xlabel("episode")
     ax.set_ylabel("search reward -(drop + w_att * att)")
-    ax.set_title(f"{res['model']} | {res['algo']} search | K={res['levels']} | seed {res['seed']}", fontsize=10)
+    ax.set_title(f"{res['model']} | {res['algo']} search | K={levels_label(res['levels'])} | seed {res['seed']}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -120,7 +120,7 @@ def report(config_path, data=None, cache_dir=None, device: str = "auto") -> list
     dev = resolve_device(device)
     qnet = load_teacher(res["teacher"]["path"], res["model"]).to(dev)
     stats = calibration_stats(qnet, load_cifar10(data, cache_dir), res.get("calib_batches", 10), dev)
-    title = (f"{res['model']} K={res['levels']}, {tables_label(res)}, tmax rule {res.get('tmax_rule', 'guide')}\n"
+    title = (f"{res['model']} K={levels_label(res['levels'])}, {tables_label(res)}, tmax rule {res.get('tmax_rule', 'guide')}\n"
              f"test: Teacher {ev['teacher']:.2f}% | Student {ev['student']:.2f}% | Drop {ev['drop']:.2f}%")
     out = [path.with_name(f"{path.stem}_layers.png"), path.with_name(f"{path.stem}_search.png")]
     plot_layers(res, stats, title, out[0])

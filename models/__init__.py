@@ -29,6 +29,11 @@ class ModelSpec:
     def guide_env_id(self) -> str:
         return f"TapQuant-{self.title}-v0"
 
+    @property
+    def mixed_env_id(self) -> str:
+        """Each layer's K under a bit budget (envs/mixed.py)."""
+        return f"TapQuant-{self.title}-Mixed-v0"
+
 
 # Attention-transfer layers: LeNet-5's are the guide's; for the deeper nets
 # the last conv and the first fc (or the last two convs), the same "end of

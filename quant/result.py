@@ -135,6 +135,11 @@ def finetune_source(config_path: str | os.PathLike, model: str | None = None) ->
             "result": {"path": str(Path(config_path).resolve()), "sha256": file_sha256(config_path)}}
 
 
+def levels_label(levels) -> str:
+    """A result's K: one number, or per layer (agents.allocate) as conv1=8,conv2=16,..."""
+    return ",".join(f"{n}={k}" for n, k in levels.items()) if isinstance(levels, dict) else str(levels)
+
+
 def tables_label(res: dict) -> str:
     """What a result's tables are, in words: a search's choice, or the analytic tables it kept."""
     algo = res.get("algo")

@@ -17,9 +17,8 @@ with `levels` per layer, `bit_budget` and `average_bits`. The methods
   * knapsack: each layer alone at each K (every other layer exact) gives a
     sensitivity; the allocation of least summed sensitivity is solved exactly
     (quant/budget.knapsack), HAWQ-style; then scored once.
-  * greedy: from the largest K everywhere, lower the layer whose next K
-    costs the least reward per bit saved (scored with every layer's table in
-    place) until the budget holds.
+  * greedy: the same sensitivities; from the largest K everywhere, lower the
+    layer whose next K costs the least per bit saved until the budget holds.
   * random, tpe: uniform random or Optuna-TPE choices through the env.
   * ppo: SB3's PPO in the mixed env (the design card's agent).
 """
@@ -113,25 +112,19 @@ def sensitivities(mixed: MixedProblem) -> dict[str, dict[int, float]]:
     return {n: {k: -mixed.score({n: k})["reward"] for k in mixed.allowed} for n in mixed.layers}
 
 
-def greedy_removal(mixed: MixedProblem, budget: float) -> dict[str, int]:
-    """From the largest K everywhere, lower one layer a notch at a time (the least reward lost per bit saved,
-    with every layer's table in place) until the allocation fits."""
-    allowed, el = mixed.allowed, mixed.elements
-    alloc = {n: allowed[-1] for n in mixed.layers}
-    cap = capacity(el, budget)
-    reward = mixed.score(alloc)["reward"]
-    while cost(el, alloc) > cap:
-        best = None
-        for n, k in alloc.items():
-            if k == allowed[0]:
-                continue
+def greedy_removal(elements: dict[str, int], layers: list[str], allowed: tuple[int, ...], budget: float,
+                   loss: dict[str, dict[int, float]]) -> dict[str, int]:
+    """From the largest K everywhere, lower one layer a notch at a time, the one whose sensitivity rises the
+    least per bit saved, until the allocation fits: the usual heuristic for the knapsack below."""
+    alloc = {n: allowed[-1] for n in layers}
+    cap = capacity(elements, budget)
+    while cost(elements, alloc) > cap:
+        def rate(n):
+            k = alloc[n]
             lower = allowed[allowed.index(k) - 1]
-            trial = {**alloc, n: lower}
-            r = mixed.score(trial)["reward"]
-            rate = (reward - r) / (el[n] * (bits(k) - bits(lower)))
-            if best is None or rate < best[0]:
-                best = (rate, trial, r)
-        _, alloc, reward = best
+            return (loss[n][lower] - loss[n][k]) / (elements[n] * (bits(k) - bits(lower)))
+        n = min((n for n in layers if alloc[n] != allowed[0]), key=rate)
+        alloc[n] = allowed[allowed.index(alloc[n]) - 1]
     return alloc
 
 
@@ -155,7 +148,7 @@ def search(cfg: AllocateConfig, mixed: MixedProblem, budget: float) -> tuple[dic
     elif cfg.algo == "knapsack":
         note(mixed.score(knapsack(el, layers, allowed, budget, sensitivities(mixed))))
     elif cfg.algo == "greedy":
-        note(mixed.score(greedy_removal(mixed, budget)))
+        note(mixed.score(greedy_removal(el, layers, allowed, budget, sensitivities(mixed))))
     else:
         env = MixedKEnv(mixed, bit_budget=budget, allowed_levels=allowed)
         if cfg.algo == "random":

@@ -28,7 +28,9 @@ from agents.report import report
 from agents.resume import SearchCheckpoint
 from common.wandb_run import start_wandb, wandb_group
 from envs.config import ProblemConfig
-from models.checkpoint import checkpoint_path, stage_state
+from common.progress import duration
+from models.checkpoint import checkpoint_path, load_checkpoint, stage_state
+from models.data import load_cifar10
 from quant.kernels import announce_kernels
 from common.cli import (COMMON_FLAGS, Parser, add_common_args, add_config_args, config_from_args, non_negative_int,
                         positive_int, resolve_device, run_main)
@@ -96,6 +98,19 @@ def main(argv=None) -> int:
 PLAN_WORDS = {"missing": "to run", "partial": "to resume", "complete": "done"}
 
 
+def stage_estimate(cfg, path, state: str, n_train: int) -> str:
+    """', ~N min' for a teacher stage still to run: from its own epochs' times when it is partial, else from its
+    training step timed here (train_baselines.estimated_seconds)."""
+    if state == "complete":
+        return ""
+    if state == "partial":
+        history = load_checkpoint(path, cfg.model, cfg.stage)["meta"]["history"]
+        seconds = (cfg.epochs - len(history)) * sum(h["seconds"] for h in history) / max(1, len(history))
+    else:
+        seconds = train_baselines.estimated_seconds(cfg, n_train)
+    return f", ~{duration(seconds)}"
+
+
 def run_stages(args, cfg, common: dict) -> None:
     teachers = []
     for stage, epochs in (("float", args.epochs), ("qat", args.qat_epochs)):
@@ -104,12 +119,15 @@ def run_stages(args, cfg, common: dict) -> None:
         stage_cfg = train_baselines.stage_config(stage, epochs=epochs, **common, **extra)
         teachers.append((stage_cfg, path, stage_state(path, args.model, stage, stage_cfg.options())))
     searched = all(state == "complete" for *_, state in teachers) and search.completed(cfg)
-    plan = ([f"{c.stage} {c.epochs} epochs ({PLAN_WORDS[state]})" for c, _, state in teachers]
+    n_train = len(load_cifar10(args.data, args.cache_dir, verbose=True).split()[0])
+    plan = ([f"{c.stage} {c.epochs} epochs ({PLAN_WORDS[state]}{stage_estimate(c, path, state, n_train)})"
+             for c, path, state in teachers]
             + [f"search {cfg.algo} {cfg.episodes} episodes ({'done' if searched else 'to run'})",
                "eval on the test set"]
             + ([f"student {args.finetune_epochs} epochs"] if args.finetune_epochs else [])
             + (["export"] if args.export else []))
-    print(f"[Pipeline] {args.model}: " + " -> ".join(plan) + " (each stage's lines give its time left)", flush=True)
+    print(f"[Pipeline] {args.model}: " + " -> ".join(plan) + " (estimates from this CPU's speed now; each stage's "
+          "lines give its time left)", flush=True)
     for stage_cfg, path, state in teachers:
         if state == "complete":
             print(f"[Pipeline] {stage_cfg.stage}: {path} is complete, skipping (delete it to retrain)", flush=True)

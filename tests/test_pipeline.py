@@ -1,3 +1,5 @@
+import re
+
 from agents import pipeline
 from quant.result import read_result
 from common.cli import run_main
@@ -69,8 +71,9 @@ def test_a_rerun_with_other_flags_makes_its_own_outputs(tmp_path, tiny_tar, cach
             "--device", "cpu", "--no-progress"]
     assert run_main(pipeline.main, argv) == 0
     first = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    assert ("[Pipeline] lenet5: float 1 epochs (to run) -> qat 1 epochs (to run) -> search random 8 episodes (to run) "
-            "-> eval on the test set") in capsys.readouterr().out  # the plan first
+    plan = re.search(r"\[Pipeline\] lenet5: float 1 epochs \(to run, ~0m\d\ds\) -> qat 1 epochs \(to run, ~0m\d\ds\) -> "
+                     r"search random 8 episodes \(to run\) -> eval on the test set", capsys.readouterr().out)
+    assert plan  # the plan first, with each stage's estimate
     for extra, teachers, result in ((["--levels", "8"], "epochs1_qat-epochs1", "lenet5_random_K8_8ep_*_result.json"),
                                     (["--tmax-rule", "p99"], "epochs1_qat-epochs1", "lenet5_random_p99_8ep_*"),
                                     (["--seed", "1"], "epochs1_qat-epochs1_seed1", "lenet5_random_seed1_8ep_*"),
@@ -90,3 +93,29 @@ def test_a_rerun_with_other_flags_makes_its_own_outputs(tmp_path, tiny_tar, cach
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "levels=16 (asked: 8)" in err[0] and "result_file" not in err[0]  # real differences
     assert "drop --result-file: a run with these options writes its own lenet5_random_K8_8ep_" in err[0]
+
+
+def test_in_a_log_the_pipeline_says_its_plan_and_its_progress_and_stays_small(tmp_path, tiny_tar, cache_dir):
+    """Output to a file: the plan first, plain progress lines at the interval (here 0: at every step), no bar;
+    even so the log stays under 50 kB."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "pipeline.log"
+    argv = [sys.executable, "-m", "agents.pipeline", "--epochs", "1", "--qat-epochs", "1", "--episodes", "40",
+            "--algo", "random", "--search-size", "60", "--calib-batches", "2", "--data",
+            str(tiny_tar), "--cache-dir", str(cache_dir), "--out-dir", str(tmp_path), "--device", "cpu"]
+    with open(log, "w") as f:
+        r = subprocess.run(argv, cwd=Path(__file__).resolve().parents[1], stdout=f, stderr=subprocess.STDOUT,
+                           env={**os.environ, "TAPQUANT_PROGRESS_INTERVAL": "0"})
+    text = log.read_text()
+    assert r.returncode == 0, text[-2000:]
+    lines = text.splitlines()
+    plan = next(i for i, line in enumerate(lines) if line.startswith("[Pipeline] lenet5: "))
+    assert lines[plan].startswith("[Pipeline] lenet5: float 1 epochs (to run, ~")
+    assert not any(line.startswith(("[Float]", "[QAT]", "[Search]")) for line in lines[:plan])
+    assert any(line.startswith("[Float] Epoch 1/1 | ") and line.endswith(" left") for line in lines)
+    assert any(line.startswith("[Search] episode ") and " ep/s | " in line for line in lines)
+    assert "\r" not in text and log.stat().st_size < 50_000

@@ -144,18 +144,22 @@ def test_evaluate_refuses_bad_result_files(tiny_teacher, tiny_tar, cache_dir, tm
     assert "alexnet" in ev(other)
 
 
-def test_in_a_log_the_search_prints_a_line_per_100_episodes_instead_of_a_bar(capsys):
-    from agents.tracker import SearchTracker
+def test_in_a_log_the_search_prints_a_line_at_each_interval_instead_of_a_bar(capsys, monkeypatch):
+    from agents import tracker as tracker_module
+    from common import progress
 
-    tracker = SearchTracker(250, None, show_progress=True)  # pytest's stderr is not a terminal
+    clock = iter(range(1000))  # one second per call: the interval below passes every 10 episodes
+    monkeypatch.setattr(tracker_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL", 10.0)
+    tracker = tracker_module.SearchTracker(25, None, show_progress=True)  # pytest's stderr is not a terminal
     assert tracker.bar.disable
     info = {"reward": -1.0, "acc_teacher": 70.0, "acc_student": 69.0, "drop": 1.0, "att": 0.0,
             "att_per_layer": {}, "kl": 0.0, "config": {"conv1": {"tmax": 9, "table": list(range(256))}}}
-    for step in range(250):
+    for step in range(25):
         tracker.on_episode(info, step)
     tracker.close()
     captured = capsys.readouterr()
     lines = [line for line in captured.out.splitlines() if line.startswith("[Search] episode")]
-    assert lines == ["[Search] episode 100/250 | best reward -1.000 | best drop 1.00",
-                     "[Search] episode 200/250 | best reward -1.000 | best drop 1.00"]
+    assert lines == ["[Search] episode 10/25 | 1.0 ep/s | 0m15s left | best reward -1.000 | best drop 1.00",
+                     "[Search] episode 20/25 | 1.0 ep/s | 0m05s left | best reward -1.000 | best drop 1.00"]
     assert "\r" not in captured.err

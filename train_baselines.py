@@ -363,6 +363,15 @@ def estimated_seconds(cfg: StageConfig, n_train: int) -> float:
     return 1.1 * min(times[1:]) * math.ceil(n_train / cfg.batch_size) * cfg.epochs
 
 
+def say_estimate(cfg: StageConfig, n_train: int) -> None:
+    """One line before a teacher stage trains: what it will take on this CPU, and the cheaper width for a deep net."""
+    width = getattr(cfg, "width", None)
+    cheaper = (" (--width 0.5 is about 3-4x cheaper)" if cfg.model != "lenet5" and width == 1.0 and cfg.stage == "float"
+               else "")
+    print(f"[{cfg.label}] {cfg.epochs} epochs of {cfg.model}" + (f" at width {width:g}" if width else "")
+          + f": ~{duration(estimated_seconds(cfg, n_train))} on this CPU (its step timed here){cheaper}", flush=True)
+
+
 @torch.no_grad()
 def bf16_check(model, fp32_loss, bf16_loss_of, x, y, batch_size: int, device) -> dict:
     """The loss of one unaugmented training batch in fp32 and under bf16 autocast (the model in eval mode, so
@@ -389,6 +398,8 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
     val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     steps = math.ceil(len(train_x) / cfg.batch_size)
 
+    if cfg.stage in ("float", "qat") and not cfg.no_progress:
+        say_estimate(cfg, len(train_x))
     torch.manual_seed(cfg.seed)
     model = cfg.initial_model(data, device, source).to(device)
     bf16 = cfg.precision_in_use() == "bf16"

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import yaml
 
+from common import progress
 from common.files import missing_file
 from common.wandb_run import WANDB_MODES
 from common.cli import Parser, add_common_args, run_main
@@ -243,18 +244,31 @@ def run_trial(config: dict) -> None:
 
 
 def _progress_callback(total: int, show: bool):
-    """A Ray Tune callback drawing trials done / running / left and an ETA (tqdm's, from the finish rate)."""
+    """A Ray Tune callback showing trials done / running / left and an ETA: tqdm's bar on a terminal, a plain line
+    every PROGRESS_INTERVAL seconds in a log (common/progress.py)."""
     from ray import tune
     from tqdm import tqdm
 
     class Progress(tune.Callback):
         def __init__(self):
-            self.bar = tqdm(total=total, desc="[Sweep] trials", unit="trial", disable=not show)
-            self.running = set()
+            self.bar = tqdm(total=total, desc="[Sweep] trials", unit="trial", disable=None if show else True)
+            self.log_lines = show and self.bar.disable
+            self.running, self.done = set(), 0  # a disabled tqdm bar counts nothing
+            self.started = self.last_line = time.perf_counter()
 
         def _show(self):
-            left = total - self.bar.n - len(self.running)
+            left = total - self.done - len(self.running)
             self.bar.set_postfix(running=len(self.running), left=max(left, 0))
+
+        def on_step(self, iteration, trials, **info):
+            now = time.perf_counter()
+            if not self.log_lines or now - self.last_line < progress.PROGRESS_INTERVAL:
+                return
+            self.last_line = now
+            done = self.done
+            eta = f" | {progress.duration((total - done) * (now - self.started) / done)} left" if done else ""
+            print(f"[Sweep] trials {done}/{total} done | {len(self.running)} running | "
+                  f"{progress.duration(now - self.started)} so far{eta}", flush=True)
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.running.add(trial.trial_id)
@@ -262,6 +276,7 @@ def _progress_callback(total: int, show: bool):
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.running.discard(trial.trial_id)
+            self.done += 1
             self.bar.update(1)
             self._show()
 

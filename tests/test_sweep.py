@@ -71,6 +71,21 @@ def test_two_trial_sweep_on_local_ray_logged_to_wandb_offline(tiny_teacher, tiny
                                                      *common(tiny_teacher, tiny_tar, cache_dir)]))
 
 
+def test_in_a_log_the_sweep_prints_a_line_at_each_interval(monkeypatch, capsys):
+    from agents import sweep
+    from common import progress
+
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL", 0.0)
+    bar = sweep._progress_callback(3, show=True)  # pytest's stderr is not a terminal: lines, no bar
+    bar.on_trial_start(0, [], type("Trial", (), {"trial_id": "a"})())
+    bar.on_step(0, [])
+    bar.on_trial_complete(1, [], type("Trial", (), {"trial_id": "a"})())
+    bar.on_step(1, [])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[Sweep] trials")]
+    assert lines[0].startswith("[Sweep] trials 0/3 done | 1 running | ") and lines[1].endswith(" left")
+    assert len(lines) == 2
+
+
 @pytest.mark.parametrize("text,message", [
     ("grid: {algo: [ppo]}\nbogus: 1\n", "unknown key"),
     ("grid: {algoo: [ppo]}\n", "unrecognized arguments: --algoo"),

@@ -3,6 +3,7 @@
     python train_baselines.py float   --model lenet5            # 60 epochs; the guide's: --epochs 30
     python train_baselines.py qat     --model lenet5 --qat-epochs 10
     python train_baselines.py student --config-path outputs/tri_ppo_int_codes/<result>.json
+    python train_baselines.py soft-labels --from outputs/vgg16/vgg16_float_unfused.pth --model vgg16
 
 `float` writes outputs/<model>_float_unfused.pth; `qat` initialises an INT8
 model from it (quant/qat.py) and writes outputs/<model>_qat_preconvert.pth;
@@ -10,7 +11,8 @@ model from it (quant/qat.py) and writes outputs/<model>_qat_preconvert.pth;
 (quant/finetune.py) and writes outputs/<model>_student_<result>.pth. Each
 saves after every epoch (atomically); `--resume` continues an interrupted
 run from its last completed epoch and ends with the same weights as an
-uninterrupted run.
+uninterrupted run. `soft-labels` stores a trained network's logits on the
+training images (models/soft_labels.py) for `float --soft-labels`.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from quant.result import finetune_source
 from common.progress import duration, progress
 from common.wandb_run import WANDB_MODES, start_wandb
 from models import BATCHNORM_CHOICES, DEFAULT_BATCHNORM, MODEL_NAMES, MODELS, build_model
-from common.files import file_sha256
+from common.files import file_sha256, missing_file
 from models.checkpoint import checkpoint_path, load_checkpoint, load_float_model, recorded_option, save_checkpoint
 from common.cli import (Parser, add_common_args, add_config_args, config_from_args, non_negative_float,
                         non_negative_int, option, positive_float, positive_int, resolve_device, run_main)
+from models import soft_labels
 from models.batching import CROP_PAD, iterate
 from models.data import load_cifar10
 from common.errors import UserError
@@ -102,8 +105,17 @@ class StageConfig:
         return {k: getattr(self, k) for k in ("epochs", "batch_size", "seed", "weight_decay", "label_smoothing",
                                               "crop_pad", "lr")}
 
-    def prepare(self) -> dict | None:
-        """Checks (and work) before training; returns what the model is made from, if anything."""
+    # Set by prepare() when the float stage distills from a soft-label file (models/soft_labels.py).
+    soft: ClassVar[None] = None
+
+    @property
+    def view_keys(self) -> bool:
+        """Whether batches carry (image, view) keys instead of labels: for per-view soft labels."""
+        return False
+
+    def prepare(self, data) -> dict | None:
+        """Checks (and work) before training, on the loaded `data`; returns what the model is made from, if
+        anything."""
         return None
 
     def checkpoint(self) -> Path:
@@ -146,8 +158,13 @@ class FloatConfig(StageConfig):
                                  type=non_negative_int)
     distill_from: str | None = option(None, "a float checkpoint of the same model to distill from (its soft labels "
                                       "join the loss: --kd-weight, --kd-temperature); None: plain cross-entropy")
-    kd_weight: float = option(1.0, "with --distill-from: weight of the distillation loss", type=non_negative_float)
-    kd_temperature: float = option(KD_TEMPERATURE, "with --distill-from: its temperature", type=positive_float)
+    soft_labels: str | None = option(None, "a soft-label file (python train_baselines.py soft-labels): distill from "
+                                     "the stored logits of a trained network for the view each image is drawn "
+                                     "in (--kd-weight, --kd-temperature); the network never runs here")
+    kd_weight: float = option(1.0, "with --distill-from or --soft-labels: weight of the distillation loss",
+                              type=non_negative_float)
+    kd_temperature: float = option(KD_TEMPERATURE, "with --distill-from or --soft-labels: its temperature",
+                                   type=positive_float)
     width: float = option(1.0, "every hidden layer's channels (conv) or features (fc) times this; 1 = the "
                           "published net (the guide's); QAT, the search and the export take the float "
                           "checkpoint's", type=positive_float)
@@ -167,9 +184,23 @@ class FloatConfig(StageConfig):
         if self.distill_from:
             opts.update(distill_from=file_sha256(self.distill_from), kd_weight=self.kd_weight,
                         kd_temperature=self.kd_temperature)
+        if self.soft_labels:
+            if not self.soft and not Path(self.soft_labels).is_file():
+                raise UserError(missing_file("soft-label file", self.soft_labels, "make it with: python "
+                                             "train_baselines.py soft-labels --from <float checkpoint>"))
+            opts.update(soft_labels=self.soft.sha256 if self.soft else file_sha256(self.soft_labels),
+                        kd_weight=self.kd_weight, kd_temperature=self.kd_temperature)
         return opts
 
-    def prepare(self) -> None:
+    @property
+    def view_keys(self) -> bool:
+        return bool(self.soft_labels)
+
+    def prepare(self, data) -> None:
+        if self.soft_labels and (self.distill_from or self.distill_epochs):
+            raise UserError("--soft-labels and --distill-from / --distill-epochs are two teachers; pass one")
+        if self.soft_labels:
+            self.soft = soft_labels.read(self.soft_labels, data, self.crop_pad)
         if self.distill_epochs and not self.distill_from:
             self.distill_from = str(train_distill_teacher(self))
         if self.distill_from and not Path(self.distill_from).is_file():
@@ -185,6 +216,8 @@ class FloatConfig(StageConfig):
         return build_model(self.model, self.batchnorm, self.width)
 
     def loss_fn(self, model, device):
+        if self.soft:
+            return self.soft_label_loss(model, device)
         if not self.distill_from:
             return super().loss_fn(model, device)
         ce = torch.nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
@@ -195,6 +228,18 @@ class FloatConfig(StageConfig):
             with torch.no_grad():
                 t_logits = teacher(xb)
             return ce(logits, yb) + self.kd_weight * distillation_loss(logits, t_logits, self.kd_temperature)
+        return loss_of
+
+    def soft_label_loss(self, model, device):
+        """Cross-entropy on the labels plus distillation from the stored logits of the view drawn (batches carry
+        view keys: models/batching.iterate)."""
+        ce = torch.nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        soft, labels = self.soft.to(device), self.train_labels.to(device)
+
+        def loss_of(xb, keys):
+            image, t_logits = soft.lookup(keys)
+            logits = model(xb)
+            return ce(logits, labels[image]) + self.kd_weight * distillation_loss(logits, t_logits, self.kd_temperature)
         return loss_of
 
 
@@ -260,7 +305,7 @@ class StudentConfig(StageConfig):
             opts["clip_lr"] = self.clip_lr
         return opts
 
-    def prepare(self) -> dict:
+    def prepare(self, data) -> dict:
         if not self.config_path:
             raise UserError("train_baselines.py student needs --config-path <search result .json>")
         source = finetune_source(self.config_path, self.model)
@@ -303,7 +348,42 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(stage, help=cls.help, description=cls.help)
         add_config_args(s, cls)
         add_common_args(s)
+    s = sub.add_parser("soft-labels", help=SOFT_HELP, description=soft_labels.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--from", dest="source", required=True, help="the trained float checkpoint whose logits are stored")
+    s.add_argument("--model", default="lenet5", choices=MODEL_NAMES, help="its model (default: lenet5)")
+    s.add_argument("--views", default="all", choices=soft_labels.VIEWS,
+                   help="all: every view the recipe draws; flip: the uncropped image and its mirror; one: the "
+                        "uncropped image (default: all)")
+    s.add_argument("--crop-pad", type=crop_pad, default=CROP_PAD,
+                   help=f"the crop padding of the recipe that will read it (default: {CROP_PAD}, the float recipe's)")
+    s.add_argument("--output", default=None,
+                   help="the file (default: <out-dir>/soft_labels_<model>_w<width>_pad<p>[_<views>].npz)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    add_common_args(s)
     return p
+
+
+SOFT_HELP = "store a trained network's logits on the training images, for --soft-labels"
+
+
+def make_soft_labels(args) -> Path:
+    """The soft-labels command: the teacher's logits on every training image and view, written atomically."""
+    device = resolve_device(args.device)
+    meta = load_checkpoint(args.source, model=args.model, stage="float")["meta"]
+    model = load_float_model(args.source, args.model)
+    data = load_cifar10(args.data, args.cache_dir, verbose=True)
+    width = meta.get("width", 1.0)
+    out = Path(args.output or Path(args.out_dir) / (f"soft_labels_{args.model}_w{width:g}_pad{args.crop_pad}"
+                                                    + ("" if args.views == "all" else f"_{args.views}") + ".npz"))
+    bf16 = MODELS[args.model].fast_bf16 and native_bf16(device)
+    header, logits = soft_labels.make(model, meta, args.source, data, args.crop_pad, args.views, device, bf16,
+                                      show_progress=not args.no_progress)
+    soft_labels.write(out, header, logits)
+    print(f"[Soft labels] {args.model} (width {width:g}, test {meta.get('test_acc', float('nan')):.2f}%) on "
+          f"{header['images']['count']} training images x {len(header['stored_views'])} views in "
+          f"{header['seconds']:.0f}s: wrote {out} ({out.stat().st_size / 1e6:.1f} MB)", flush=True)
+    return out
 
 
 def config_of(args: argparse.Namespace) -> StageConfig:
@@ -390,11 +470,12 @@ def bf16_check(model, fp32_loss, bf16_loss_of, x, y, batch_size: int, device) ->
 def train(cfg: StageConfig, on_epoch_end=None) -> dict:
     """Runs one stage; returns the final metadata. `on_epoch_end(epoch)` is a test hook."""
     device = resolve_device(cfg.device)
-    source = cfg.prepare()
-    out = cfg.checkpoint()
     data = load_cifar10(cfg.data, cfg.cache_dir, verbose=True)
+    source = cfg.prepare(data)
+    out = cfg.checkpoint()
     train_idx, val_idx = data.split()
     train_x, train_y = data.train_x[train_idx], data.train_y[train_idx]
+    cfg.train_labels = train_y
     val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     steps = math.ceil(len(train_x) / cfg.batch_size)
 
@@ -440,7 +521,9 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
     for epoch in range(meta["epochs_done"] + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         cfg.start_epoch(model, epoch)
-        batches = iterate(train_x, train_y, cfg.batch_size, device, gen, train=True, crop_pad=cfg.crop_pad)
+        targets = torch.arange(len(train_x)) if cfg.view_keys else train_y  # keys: image * views + view drawn
+        batches = iterate(train_x, targets, cfg.batch_size, device, gen, train=True, crop_pad=cfg.crop_pad,
+                          view_keys=cfg.view_keys)
         bar = progress(batches, steps, f"[{cfg.label}] Epoch {epoch}/{cfg.epochs}", disable=cfg.no_progress)
         total_loss = train_epoch(model, bar, opt, sched, loss_of)
         val_acc = accuracy(model, val_x, val_y, device)
@@ -474,7 +557,11 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
 
 
 def main(argv=None) -> int:
-    train(parse_args(argv))
+    args = build_parser().parse_args(argv)
+    if args.stage == "soft-labels":
+        make_soft_labels(args)
+    else:
+        train(config_of(args))
     return 0
 
 

@@ -39,7 +39,7 @@ from models.batching import CROP_PAD, iterate
 from models.data import load_cifar10
 from common.errors import UserError
 from models.metrics import accuracy
-from models.training import (PRECISIONS, bf16_loss, distillation_loss, make_optimizer, native_bf16, sgd_step,
+from models.training import (PRECISIONS, bf16_loss, distillation_loss, make_optimizer, native_bf16, step_seconds,
                              train_epoch)
 from quant.finetune import ATTENTION_WEIGHT, CLIP_LR, KD_TEMPERATURE, KD_WEIGHT, TapStudent
 from quant.qat import DEFAULT_OBSERVER, OBSERVERS, QuantNet, load_teacher
@@ -421,26 +421,13 @@ def train_distill_teacher(cfg: FloatConfig) -> Path:
 
 
 def estimated_seconds(cfg: StageConfig, n_train: int) -> float:
-    """What the float or QAT stage will take here: its training step timed on a random batch (one warm-up,
-    two timed, the faster kept), times its steps, plus a tenth for validation. The plan's estimate."""
-    device = resolve_device(cfg.device)
-    torch.manual_seed(0)
+    """What the float or QAT stage will take here: its training step timed on a random batch
+    (models.training.step_seconds) times its steps, plus a tenth for validation. The plan's estimate."""
     model = build_model(cfg.model, getattr(cfg, "batchnorm", None), getattr(cfg, "width", 1.0))
     if cfg.stage == "qat":
         model = QuantNet(model, observer=cfg.observer)
-    model = model.to(device).train()
-    ce = torch.nn.CrossEntropyLoss()
-    loss_of = lambda xb, yb: ce(model(xb), yb)  # noqa: E731
-    if cfg.precision_in_use() == "bf16":
-        model, loss_of = model.to(memory_format=torch.channels_last), bf16_loss(loss_of, device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    xb, yb = torch.randn(cfg.batch_size, 3, 32, 32, device=device), torch.randint(0, 10, (cfg.batch_size,), device=device)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        sgd_step(loss_of, xb, yb, opt)
-        times.append(time.perf_counter() - t)
-    return 1.1 * min(times[1:]) * math.ceil(n_train / cfg.batch_size) * cfg.epochs
+    step = step_seconds(model, cfg.batch_size, resolve_device(cfg.device), cfg.precision_in_use() == "bf16")
+    return 1.1 * step * math.ceil(n_train / cfg.batch_size) * cfg.epochs
 
 
 def say_estimate(cfg: StageConfig, n_train: int) -> None:

@@ -64,8 +64,8 @@ class TapProblem:
         self.config = config = config or ProblemConfig(**kwargs)
         teacher = config.teacher_path
         if not teacher.is_file():
-            cost = ("" if config.model == "lenet5" else "; on 2 CPU cores that takes hours at width 1, so consider "
-                    "float --width 0.5 (README: 'AlexNet and VGG16 on a CPU')")
+            cost = ("" if config.model == "lenet5" else "; at width 1 that takes hours on 2 CPU cores (the float "
+                    "stage's first line says how long on this CPU; --width 0.5 is about 3-4x cheaper)")
             raise UserError(missing_file("teacher checkpoint", teacher, f"make it with: python train_baselines.py "
                                          f"float --model {config.model} && python train_baselines.py qat --model "
                                          f"{config.model}" + cost))

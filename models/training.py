@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,3 +68,29 @@ def train_epoch(model: nn.Module, batches, opt, sched, loss_of) -> float:
         total += sgd_step(loss_of, xb, yb, opt)
         sched.step()
     return total
+
+
+def step_seconds(model: nn.Module, batch_size: int, device: torch.device, bf16: bool = False) -> float:
+    """One training step of `model` on a random batch, timed here: one warm-up, the faster of two timed.
+
+    What a plan's estimate rests on (the CPU in hand, its load now); `model` is trained a little, so pass a
+    throwaway one."""
+    model = model.to(device).train()
+    ce = nn.CrossEntropyLoss()
+
+    def loss_of(xb, yb):
+        return ce(model(xb), yb)
+
+    if bf16:
+        model, loss_of = model.to(memory_format=torch.channels_last), bf16_loss(loss_of, device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(0)  # the global generator stays untouched
+    xb = torch.randn(batch_size, 3, 32, 32, generator=gen).to(device)
+    yb = torch.randint(0, 10, (batch_size,), generator=gen).to(device)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        sgd_step(loss_of, xb, yb, opt)
+        times.append(time.perf_counter() - t)
+    return min(times[1:])
+

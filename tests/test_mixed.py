@@ -80,9 +80,18 @@ def mixed_env(tiny_teacher, tiny_tar, cache_dir):
     return gym.make("TapQuant-LeNet5-Mixed-v0", bit_budget=2.5, **env_kwargs(tiny_teacher, tiny_tar, cache_dir))
 
 
-def test_the_registered_mixed_env_meets_the_budget(mixed_env):
+def test_the_registered_mixed_env_passes_both_env_checkers_and_meets_the_budget(mixed_env):
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env as gym_check
+    from stable_baselines3.common.env_checker import check_env as sb3_check
+
     env = mixed_env.unwrapped
     assert isinstance(env, MixedKEnv) and env.mixed.elements == LENET5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check(env, skip_render_check=True)
+        sb3_check(env, warn=True)
     assert mixed_env.spec.max_episode_steps == 4
     mixed_env.action_space.seed(0)
     for _ in range(5):
@@ -117,6 +126,13 @@ def test_the_command_writes_a_result_evaluate_reads(tiny_teacher, tiny_tar, cach
     assert {n: c["K"] for n, c in res["best"]["config"].items()} == res["levels"]
     out = evaluate_result(path, data=str(tiny_tar), cache_dir=str(cache_dir), verbose=True)
     assert "K=conv1=4,conv2=8,fc1=32,fc2=32" in capsys.readouterr().out and 0 <= out["student"] <= 100
+    # the student fine-tuned with those tables, as for any result
+    from train_baselines import main as train_main
+    assert train_main(["student", "--config-path", str(path), "--epochs", "1", "--data", str(tiny_tar),
+                       "--cache-dir", str(cache_dir), "--out-dir", str(tiny_teacher), "--no-progress"]) == 0
+    student = tiny_teacher / "lenet5_student_fixed.pth"
+    assert 0 <= evaluate_result(path, data=str(tiny_tar), cache_dir=str(cache_dir), student=str(student),
+                                verbose=False)["student"] <= 100
 
 
 @pytest.mark.parametrize("flags, says", [

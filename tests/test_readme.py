@@ -17,6 +17,7 @@ COMMANDS = {
         ".ci/run installs with the same pip command; the pipeline runs in tests/test_pipeline.py on tiny data "
         "and at full length for benchmarks/README.md",
     "python -m pytest": "what .ci/run runs",
+    "python -m agents.allocate": "tests/test_mixed.py (its main, on tiny data)",
 }
 
 
@@ -28,7 +29,8 @@ def test_the_readme_is_short_and_its_first_screen_holds_the_two_commands():
 
 def test_every_shell_command_in_the_readme_is_checked_somewhere():
     shell = [line.strip() for lang, body in BLOCKS if lang == "bash" for line in body.splitlines() if line.strip()]
-    assert sorted(shell) == sorted(COMMANDS)
+    inline = re.findall(r"`(python3? [^`]*)`", re.sub(r"```.*?```", "", README, flags=re.S))
+    assert sorted(set(shell + inline)) == sorted(COMMANDS)
 
 
 def test_the_python_snippet_prints_what_the_readme_shows(tiny_teacher, tiny_tar, cache_dir, tmp_path):

@@ -1,6 +1,7 @@
 """Speed of the TAP env and of a full PPO search, one `name: value unit` line each.
 
     python benchmarks/env_speed.py [--data PATH] [--out-dir outputs] [--episodes 1000]
+    python benchmarks/env_speed.py --model vgg16 --out-dir outputs/vgg16 --search-size 1000 --episodes 0
 
   * env_build:                 gym.make (teacher load, calibration, teacher cache)
   * scorer_backend:            the student's kernels (quant/kernels.py): int8 on an x86 CPU
@@ -13,7 +14,7 @@
                                kernels' scores of those episodes differ
   * ppo_search_wall:           `python -m agents.search --episodes N` (PPO, its updates included)
 
-Needs the LeNet-5 QAT teacher (python train_baselines.py qat). Run it on a quiet machine.
+Needs the model's QAT teacher (python train_baselines.py qat). Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import envs  # noqa: F401  (registers the TapQuant-* ids)
 from agents import search
 from common.cli import run_main
 from common.cli import default_data_path
+from envs import GUIDE_ENV_IDS
 from quant.kernels import Int8Stages
 
 
@@ -40,17 +42,20 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=1000, help="PPO search length (0: skip the PPO search)")
     p.add_argument("--random-episodes", type=int, default=200)
     p.add_argument("--levels", type=int, default=16)
+    p.add_argument("--model", default="lenet5", choices=list(GUIDE_ENV_IDS))
+    p.add_argument("--search-size", type=int, default=5000, help="search-split images (an episode's cost grows with it)")
     args = p.parse_args()
 
     t0 = time.perf_counter()
-    kw = dict(out_dir=args.out_dir, data=args.data, levels=args.levels, search_size=5000)
-    env = gym.make("TapQuant-LeNet5-v0", **kw)
+    kw = dict(out_dir=args.out_dir, data=args.data, levels=args.levels, search_size=args.search_size)
+    env_id = GUIDE_ENV_IDS[args.model]
+    env = gym.make(env_id, **kw)
     print(f"env_build: {time.perf_counter() - t0:.2f} s")
     int8 = isinstance(env.unwrapped.problem.kernels, Int8Stages)
     print(f"scorer_backend: {'int8' if int8 else 'float'}")
     runs = {"main": env}
     if int8:
-        runs["float"] = gym.make("TapQuant-LeNet5-v0", backend="float", **kw)
+        runs["float"] = gym.make(env_id, backend="float", **kw)
     times: dict = {k: [] for k in runs}
     scores: dict = {k: [] for k in runs}
     rng = np.random.default_rng(0)
@@ -79,8 +84,9 @@ def main() -> None:
     if args.episodes <= 0:
         return
     t0 = time.perf_counter()
-    rc = run_main(search.main, ["--episodes", str(args.episodes), "--out-dir", args.out_dir, "--data", args.data,
-                                "--levels", str(args.levels), "--result-file", "bench_env_speed_ppo.json",
+    rc = run_main(search.main, ["--model", args.model, "--episodes", str(args.episodes), "--out-dir", args.out_dir,
+                                "--data", args.data, "--levels", str(args.levels), "--search-size",
+                                str(args.search_size), "--result-file", f"bench_env_speed_{args.model}_ppo.json",
                                 "--no-progress"])
     if rc != 0:
         raise SystemExit(rc)

@@ -105,9 +105,6 @@ class StageConfig:
         return {k: getattr(self, k) for k in ("epochs", "batch_size", "seed", "weight_decay", "label_smoothing",
                                               "crop_pad", "lr")}
 
-    # Set by prepare() when the float stage distills from a soft-label file (models/soft_labels.py).
-    soft: ClassVar[None] = None
-
     @property
     def view_keys(self) -> bool:
         """Whether batches carry (image, view) keys instead of labels: for per-view soft labels."""
@@ -196,11 +193,16 @@ class FloatConfig(StageConfig):
     def view_keys(self) -> bool:
         return bool(self.soft_labels)
 
+    # With --soft-labels, prepare() loads the file (models/soft_labels.SoftLabels) and the labels it pairs with.
+    soft = None
+    train_labels = None
+
     def prepare(self, data) -> None:
         if self.soft_labels and (self.distill_from or self.distill_epochs):
             raise UserError("--soft-labels and --distill-from / --distill-epochs are two teachers; pass one")
         if self.soft_labels:
             self.soft = soft_labels.read(self.soft_labels, data, self.crop_pad)
+            self.train_labels = data.train_y[data.split()[0]]
         if self.distill_epochs and not self.distill_from:
             self.distill_from = str(train_distill_teacher(self))
         if self.distill_from and not Path(self.distill_from).is_file():
@@ -462,7 +464,6 @@ def train(cfg: StageConfig, on_epoch_end=None) -> dict:
     out = cfg.checkpoint()
     train_idx, val_idx = data.split()
     train_x, train_y = data.train_x[train_idx], data.train_y[train_idx]
-    cfg.train_labels = train_y
     val_x, val_y = data.train_x[val_idx], data.train_y[val_idx]
     steps = math.ceil(len(train_x) / cfg.batch_size)
 

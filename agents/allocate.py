@@ -36,7 +36,7 @@ import envs  # noqa: F401  (registers the ids)
 from agents.selection import scored_entry
 from common.cli import (Parser, add_common_args, add_config_args, config_from_args, option, positive_int, run_main)
 from common.errors import UserError
-from common.progress import progress
+from common import progress
 from envs import MIXED_ENV_IDS
 from envs.config import ProblemConfig
 from envs.mixed import MixedKEnv, MixedProblem, uniform_levels
@@ -47,6 +47,7 @@ from quant.result import build_result, result_path, write_result
 
 EXHAUSTIVE_LIMIT = 20_000
 METHODS = ("ppo", "uniform", "exhaustive", "knapsack", "greedy", "random", "tpe", "fixed")
+LEARNERS = ("ppo", "random", "tpe")  # the methods that play --episodes episodes
 # 4-step episodes, one terminal reward: gamma = 1 as in the TAP search (agents/algos.py); a little entropy so
 # that the discrete policy keeps trying other K while the memoised scorer makes repeats free.
 PPO_DEFAULTS = dict(n_steps=64, batch_size=64, n_epochs=10, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
@@ -115,7 +116,7 @@ def sensitivities(mixed: MixedProblem) -> dict[str, dict[int, float]]:
 def greedy_removal(elements: dict[str, int], layers: list[str], allowed: tuple[int, ...], budget: float,
                    loss: dict[str, dict[int, float]]) -> dict[str, int]:
     """From the largest K everywhere, lower one layer a notch at a time, the one whose sensitivity rises the
-    least per bit saved, until the allocation fits: the usual heuristic for the knapsack below."""
+    least per bit saved, until the allocation fits: the usual heuristic for the knapsack (quant/budget.py)."""
     alloc = {n: allowed[-1] for n in layers}
     cap = capacity(elements, budget)
     while cost(elements, alloc) > cap:
@@ -132,7 +133,17 @@ def search(cfg: AllocateConfig, mixed: MixedProblem, budget: float) -> tuple[dic
     """The method's allocation (best search-split reward among those it tried) and every reward it saw."""
     el, layers, allowed = mixed.elements, mixed.layers, mixed.allowed
     seen: list[dict] = []
-    note = seen.append
+    clock = {"start": time.perf_counter(), "last": time.perf_counter()}
+
+    def note(info: dict) -> None:  # every allocation scored; a line per PROGRESS_INTERVAL for the long searches
+        seen.append(info)
+        now = time.perf_counter()
+        if not cfg.no_progress and now - clock["last"] >= progress.PROGRESS_INTERVAL and cfg.algo in LEARNERS:
+            clock["last"] = now
+            rate = len(seen) / (now - clock["start"])
+            print(f"[Mixed] {cfg.algo} | episode {len(seen)}/{cfg.episodes} | {rate:.1f} ep/s | "
+                  f"{progress.duration((cfg.episodes - len(seen)) / rate)} left | best reward "
+                  f"{max(i['reward'] for i in seen):.3f}", flush=True)
     if cfg.method == "fixed":
         note(mixed.score(parse_levels(cfg.levels, layers, allowed)))
     elif cfg.algo == "uniform":
@@ -143,7 +154,7 @@ def search(cfg: AllocateConfig, mixed: MixedProblem, budget: float) -> tuple[dic
             raise UserError(f"--algo exhaustive: {len(allowed)}^{len(layers)} = {n_all:,} allocations is beyond "
                             f"{EXHAUSTIVE_LIMIT:,}; use --algo knapsack, greedy or ppo")
         todo = list(allocations(el, layers, allowed, budget))
-        for alloc in progress(todo, len(todo), "[Mixed] exhaustive", "allocation", cfg.no_progress):
+        for alloc in progress.progress(todo, len(todo), "[Mixed] exhaustive", "allocation", cfg.no_progress):
             note(mixed.score(alloc))
     elif cfg.algo == "knapsack":
         note(mixed.score(knapsack(el, layers, allowed, budget, sensitivities(mixed))))

@@ -32,16 +32,14 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-import envs  # noqa: F401  (registers the ids)
 from agents.selection import scored_entry
 from common.cli import (Parser, add_common_args, add_config_args, config_from_args, option, positive_int, run_main)
 from common.errors import UserError
 from common import progress
-from envs import MIXED_ENV_IDS
 from envs.config import ProblemConfig
 from envs.mixed import MixedKEnv, MixedProblem, uniform_levels
 from envs.problem import TapProblem
-from quant.budget import (ALLOWED_LEVELS, MAX_BITS, allocations, average_bits, bits, capacity, check_budget,
+from quant.budget import (ALLOWED_LEVELS, allocations, average_bits, bits, capacity, check_budget,
                           check_levels_set, cost, count_allocations, knapsack, parse_levels)
 from quant.result import build_result, result_path, write_result
 
@@ -198,15 +196,14 @@ def run(cfg: AllocateConfig) -> dict:
     """Runs the allocation search; writes and returns its result."""
     allowed = check_levels_set(cfg.allowed_levels)
     fixed = parse_levels(cfg.levels, cfg.problem.approximated_layers, allowed) if cfg.levels else None
-    if cfg.bit_budget is not None and not bits(allowed[0]) <= cfg.bit_budget <= MAX_BITS:
-        raise UserError(f"--bit-budget {cfg.bit_budget} is outside {bits(allowed[0])}..{MAX_BITS:g}: the smallest "
-                        f"allowed K ({allowed[0]}) takes {bits(allowed[0])} bits at every layer and INT8 codes take 8")
+    if cfg.bit_budget is not None:
+        check_budget(cfg.bit_budget, allowed)
     t0 = time.perf_counter()
     problem = TapProblem(cfg.problem)
     mixed = MixedProblem(problem, allowed)
     el = mixed.elements
     budget = cfg.bit_budget if cfg.bit_budget is not None else (average_bits(el, fixed) if fixed else 3.0)
-    check_budget(el, budget, allowed)
+    check_budget(budget, allowed)
     if fixed and average_bits(el, fixed) > budget + 1e-9:
         raise UserError(f"--levels {cfg.levels} takes {average_bits(el, fixed):.3f} bits per activation, above "
                         f"--bit-budget {budget:g}; raise the budget or lower some K")

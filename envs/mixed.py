@@ -164,7 +164,7 @@ class MixedKEnv(gym.Env):
         super().__init__()
         self.mixed = mixed or shared_mixed(ProblemConfig(**config), allowed_levels)
         self.allowed = self.mixed.allowed
-        check_budget(self.mixed.elements, bit_budget, self.allowed)
+        check_budget(bit_budget, self.allowed)
         self.budget = float(bit_budget)
         self.layers = self.mixed.layers
         self.action_space = spaces.Discrete(len(self.allowed))

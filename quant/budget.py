@@ -55,7 +55,7 @@ def capacity(elements: dict[str, int], budget: float) -> int:
     return math.floor(budget * sum(elements.values()) + 1e-9)
 
 
-def check_budget(elements: dict[str, int], budget: float, allowed: tuple[int, ...]) -> None:
+def check_budget(budget: float, allowed: tuple[int, ...]) -> None:
     """One error line for a budget no allocation meets, or one above 8 bits (INT8 itself)."""
     lowest = bits(min(allowed))
     if not lowest <= budget <= MAX_BITS:

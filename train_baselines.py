@@ -18,6 +18,7 @@ training images (models/soft_labels.py) for `float --soft-labels`.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from dataclasses import dataclass, replace
@@ -425,11 +426,18 @@ def train_distill_teacher(cfg: FloatConfig) -> Path:
 def estimated_seconds(cfg: StageConfig, n_train: int) -> float:
     """What the float or QAT stage will take here: its training step timed on a random batch
     (models.training.step_seconds) times its steps, plus a tenth for validation. The plan's estimate."""
-    model = build_model(cfg.model, getattr(cfg, "batchnorm", None), getattr(cfg, "width", 1.0))
-    if cfg.stage == "qat":
-        model = QuantNet(model, observer=cfg.observer)
-    step = step_seconds(model, cfg.batch_size, resolve_device(cfg.device), cfg.precision_in_use() == "bf16")
+    step = _timed_step(cfg.model, getattr(cfg, "batchnorm", None), getattr(cfg, "width", 1.0), cfg.stage,
+                       getattr(cfg, "observer", None), cfg.batch_size, cfg.device, cfg.precision_in_use() == "bf16")
     return 1.1 * step * math.ceil(n_train / cfg.batch_size) * cfg.epochs
+
+
+@functools.lru_cache(maxsize=None)
+def _timed_step(model_name, batchnorm, width, stage, observer, batch_size, device, bf16) -> float:
+    """One stage's step time, measured once per process: the pipeline's plan and the stage itself share it."""
+    model = build_model(model_name, batchnorm, width)
+    if stage == "qat":
+        model = QuantNet(model, observer=observer)
+    return step_seconds(model, batch_size, resolve_device(device), bf16)
 
 
 def say_estimate(cfg: StageConfig, n_train: int) -> None:

@@ -37,10 +37,10 @@ from common.cli import (Parser, add_common_args, add_config_args, config_from_ar
 from common.errors import UserError
 from common import progress
 from envs.config import ProblemConfig
-from envs.mixed import MixedKEnv, MixedProblem, uniform_levels
+from envs.mixed import MixedKEnv, MixedProblem
 from envs.problem import TapProblem
 from quant.budget import (ALLOWED_LEVELS, allocations, average_bits, bits, capacity, check_budget,
-                          check_levels_set, cost, count_allocations, knapsack, parse_levels)
+                          check_levels_set, cost, count_allocations, knapsack, parse_levels, uniform_levels)
 from quant.result import build_result, result_path, write_result
 
 EXHAUSTIVE_LIMIT = 20_000
@@ -131,21 +131,18 @@ def search(cfg: AllocateConfig, mixed: MixedProblem, budget: float) -> tuple[dic
     """The method's allocation (best search-split reward among those it tried) and every reward it saw."""
     el, layers, allowed = mixed.elements, mixed.layers, mixed.allowed
     seen: list[dict] = []
-    clock = {"start": time.perf_counter(), "last": time.perf_counter()}
+    lines = progress.LogLines()
 
     def note(info: dict) -> None:  # every allocation scored; a line per PROGRESS_INTERVAL for the long searches
         seen.append(info)
-        now = time.perf_counter()
-        if not cfg.no_progress and now - clock["last"] >= progress.PROGRESS_INTERVAL and cfg.algo in LEARNERS:
-            clock["last"] = now
-            rate = len(seen) / (now - clock["start"])
-            print(f"[Mixed] {cfg.algo} | episode {len(seen)}/{cfg.episodes} | {rate:.1f} ep/s | "
-                  f"{progress.duration((cfg.episodes - len(seen)) / rate)} left | best reward "
-                  f"{max(i['reward'] for i in seen):.3f}", flush=True)
+        n = len(seen)
+        if not cfg.no_progress and cfg.algo in LEARNERS and lines.due():
+            print(f"[Mixed] {cfg.algo} | episode {n}/{cfg.episodes} | {lines.rate(n):.1f} ep/s | "
+                  f"{lines.left(n, cfg.episodes)} left | best reward {max(i['reward'] for i in seen):.3f}", flush=True)
     if cfg.method == "fixed":
         note(mixed.score(parse_levels(cfg.levels, layers, allowed)))
     elif cfg.algo == "uniform":
-        note(mixed.score({n: uniform_levels(el, allowed, budget) for n in layers}))
+        note(mixed.score({n: uniform_levels(allowed, budget) for n in layers}))
     elif cfg.algo == "exhaustive":
         n_all = count_allocations(layers, allowed)
         if n_all > EXHAUSTIVE_LIMIT:
@@ -214,11 +211,11 @@ def run(cfg: AllocateConfig) -> dict:
     entry = scored_entry(problem, mixed.config(best["levels"]), None)
     res = build_result(problem, search={"algo": cfg.method, "episodes": cfg.episodes, "seed": cfg.seed,
                                         "bit_budget": budget, "allowed_levels": list(allowed)},
-                       options=dict(PPO_DEFAULTS) if cfg.method == "ppo" else {}, best=entry, rewards=rewards,
+                       options={k: str(v) for k, v in PPO_DEFAULTS.items()} if cfg.method == "ppo" else {},
+                       best=entry, rewards=rewards,
                        complete=True, seconds=time.perf_counter() - t0)
     res.update(levels=dict(best["levels"]), bit_budget=budget, average_bits=round(average_bits(el, best["levels"]), 4),
                allowed_levels=list(allowed), activations=el, scorer_calls=mixed.calls)
-    res["options"] = {k: str(v) for k, v in res["options"].items()}
     path = result_path(cfg.problem.out_dir, cfg.result_file or default_name(cfg.problem.model, cfg.method, budget))
     write_result(path, res)
     label = ",".join(f"{n}={k}" for n, k in best["levels"].items())

@@ -254,21 +254,18 @@ def _progress_callback(total: int, show: bool):
             self.bar = tqdm(total=total, desc="[Sweep] trials", unit="trial", disable=None if show else True)
             self.log_lines = show and self.bar.disable
             self.running, self.done = set(), 0  # a disabled tqdm bar counts nothing
-            self.started = self.last_line = time.perf_counter()
+            self.lines = progress.LogLines()
 
         def _show(self):
             left = total - self.done - len(self.running)
             self.bar.set_postfix(running=len(self.running), left=max(left, 0))
 
         def on_step(self, iteration, trials, **info):
-            now = time.perf_counter()
-            if not self.log_lines or now - self.last_line < progress.PROGRESS_INTERVAL:
+            if not self.log_lines or not self.lines.due():
                 return
-            self.last_line = now
-            done = self.done
-            eta = f" | {progress.duration((total - done) * (now - self.started) / done)} left" if done else ""
-            print(f"[Sweep] trials {done}/{total} done | {len(self.running)} running | "
-                  f"{progress.duration(now - self.started)} so far{eta}", flush=True)
+            eta = f" | {self.lines.left(self.done, total)} left" if self.done else ""
+            print(f"[Sweep] trials {self.done}/{total} done | {len(self.running)} running | "
+                  f"{progress.duration(self.lines.now - self.lines.start)} so far{eta}", flush=True)
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.running.add(trial.trial_id)

@@ -7,8 +7,6 @@ baseline directly), so every algorithm is judged the same way.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
@@ -48,8 +46,7 @@ class SearchTracker:
         # A bar on a terminal; in a log (stderr not a terminal), a line every PROGRESS_INTERVAL seconds instead.
         self.bar = tqdm(total=episodes, initial=done, desc="[Search]", unit="ep", disable=None if show_progress else True)
         self.log_lines = show_progress and self.bar.disable
-        self._started = self._last_line = time.perf_counter()
-        self._started_at = done
+        self._lines = progress.LogLines(done)
 
     def on_episode(self, info: dict, step: int) -> None:
         self.episodes += 1
@@ -72,13 +69,10 @@ class SearchTracker:
             self.logger.dump(step)
         self.bar.set_postfix(best_reward=f"{self.best['reward']:.3f}", best_drop=f"{self.best['drop']:.2f}")
         self.bar.update(1)
-        now = time.perf_counter()
-        if self.log_lines and now - self._last_line >= progress.PROGRESS_INTERVAL and not self.finished:
-            self._last_line = now
-            rate = (self.episodes - self._started_at) / (now - self._started)
-            left = progress.duration((self.episodes_target - self.episodes) / rate)
-            print(f"[Search] episode {self.episodes}/{self.episodes_target} | {rate:.1f} ep/s | {left} left | "
-                  f"best reward {self.best['reward']:.3f} | best drop {self.best['drop']:.2f}", flush=True)
+        if self.log_lines and not self.finished and self._lines.due():
+            n, target = self.episodes, self.episodes_target
+            print(f"[Search] episode {n}/{target} | {self._lines.rate(n):.1f} ep/s | {self._lines.left(n, target)} "
+                  f"left | best reward {self.best['reward']:.3f} | best drop {self.best['drop']:.2f}", flush=True)
         if self.episodes % self.checkpoint_every == 0:
             self.checkpoint_due = True
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "studies"))
+from clip_rules import paired_ci  # noqa: E402  (the pooled per-image CI of the clip study)
 from networks import commit, cpu_name  # noqa: E402  (a sibling benchmark)
 
 from agents import allocate  # noqa: E402
@@ -37,13 +38,6 @@ from models.data import load_cifar10  # noqa: E402
 from quant.budget import average_bits  # noqa: E402
 
 METHODS = ("uniform", "knapsack", "greedy", "random", "tpe", "ppo", "exhaustive")
-
-
-def paired(a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, float, float]:
-    """Mean and 95 % CI of drop(a) - drop(b) in points, per-image differences pooled over teachers."""
-    d = np.concatenate([y.astype(np.float64) - x.astype(np.float64) for x, y in zip(a, b)])
-    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
-    return 100 * d.mean(), 100 * (d.mean() - half), 100 * (d.mean() + half)
 
 
 def main() -> int:
@@ -103,7 +97,9 @@ def main() -> int:
         cells = []
         for ref in ("uniform", "knapsack"):
             if (budget, ref) in rows and ref != method:
-                m, lo, hi = paired([r["correct"] for r in runs], [r["correct"] for r in rows[(budget, ref)]])
+                # drop(method) - drop(ref) per image: ref's hit minus the method's
+                m, lo, hi = paired_ci([b["correct"].astype(np.int8) - r["correct"].astype(np.int8)
+                                       for r, b in zip(runs, rows[(budget, ref)])])
                 rec[f"vs_{ref}"] = [round(m, 3), round(lo, 3), round(hi, 3)]
                 cells.append(f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]")
             else:

@@ -31,12 +31,33 @@ def progress(iterable, total: int, desc: str, unit: str = "batch", disable: bool
     if sys.stderr.isatty():
         yield from tqdm(iterable, total=total, desc=desc, leave=False, unit=unit)
         return
-    start = last = time.perf_counter()
+    lines = LogLines()
     for done, item in enumerate(iterable, 1):
         yield item
-        now = time.perf_counter()
-        if now - last >= PROGRESS_INTERVAL and done < total:
-            last = now
-            rate = done / (now - start)
-            print(f"{desc} | {done}/{total} {unit} | {rate:.2f} {unit}/s | {duration((total - done) / rate)} left",
+        if done < total and lines.due():
+            print(f"{desc} | {done}/{total} {unit} | {lines.rate(done):.2f} {unit}/s | {lines.left(done, total)} left",
                   flush=True)
+
+
+class LogLines:
+    """When a long loop should write its next plain progress line (every PROGRESS_INTERVAL seconds), and its
+    rate and time left since it started (`done` items were already done then, e.g. before a resume)."""
+
+    def __init__(self, done: int = 0):
+        self.first = done
+        self.start = self.last = self.now = time.perf_counter()
+
+    def due(self) -> bool:
+        self.now = time.perf_counter()
+        if self.now - self.last < PROGRESS_INTERVAL:
+            return False
+        self.last = self.now
+        return True
+
+    def rate(self, done: int) -> float:
+        """Items per second since the start, as of the last due()."""
+        return (done - self.first) / max(self.now - self.start, 1e-9)
+
+    def left(self, done: int, total: int) -> str:
+        rate = self.rate(done)
+        return duration((total - done) / rate) if rate > 0 else "?"

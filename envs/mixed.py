@@ -211,8 +211,3 @@ class MixedKEnv(gym.Env):
         info["bit_budget"] = self.budget
         return self._obs(), float(info["reward"]), True, False, info
 
-
-def uniform_levels(elements: dict[str, int], allowed: tuple[int, ...], budget: float) -> int:
-    """The largest allowed K that fits the budget at every layer."""
-    fitting = [k for k in allowed if bits(k) <= budget + 1e-9]
-    return max(fitting) if fitting else min(allowed)

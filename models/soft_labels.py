@@ -20,6 +20,7 @@ altered contents is refused.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -130,8 +131,9 @@ def read(path: str | os.PathLike, data, pad: int) -> SoftLabels:
     remake = "make it with: python train_baselines.py soft-labels --from <float checkpoint>"
     if not path.is_file():
         raise UserError(missing_file("soft-label file", path, remake))
+    raw = path.read_bytes()  # read once: hashed for the checkpoint's record and parsed
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             header = json.loads(bytes(z["header"]).decode())
             logits = z["logits"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -160,5 +162,5 @@ def read(path: str | os.PathLike, data, pad: int) -> SoftLabels:
     if logits.shape[1] != len(stored_views(pad, header["views"])):
         raise UserError(f"soft-label file {path}: its logits do not match its views; {remake}")
     return SoftLabels(torch.from_numpy(logits.astype(np.float32)), view_map(pad, header["views"]), header,
-                      file_sha256(path))
+                      hashlib.sha256(raw).hexdigest())
 

@@ -87,6 +87,11 @@ def parse_levels(text: str, layers: list[str], allowed: tuple[int, ...]) -> dict
     return {n: alloc[n] for n in layers}
 
 
+def uniform_levels(allowed: tuple[int, ...], budget: float) -> int:
+    """The largest allowed K that fits the budget at every layer."""
+    return max((k for k in allowed if bits(k) <= budget + 1e-9), default=min(allowed))
+
+
 def clamp_to_budget(elements: dict[str, int], layers: list[str], done: dict[str, int], layer: str, k: int,
                     allowed: tuple[int, ...], budget: float) -> int:
     """The largest allowed K <= k for `layer` that still leaves every later layer its smallest K.

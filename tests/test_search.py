@@ -149,7 +149,7 @@ def test_in_a_log_the_search_prints_a_line_at_each_interval_instead_of_a_bar(cap
     from common import progress
 
     clock = iter(range(1000))  # one second per call: the interval below passes every 10 episodes
-    monkeypatch.setattr(tracker_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: float(next(clock)))
     monkeypatch.setattr(progress, "PROGRESS_INTERVAL", 10.0)
     tracker = tracker_module.SearchTracker(25, None, show_progress=True)  # pytest's stderr is not a terminal
     assert tracker.bar.disable

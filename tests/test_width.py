@@ -1,9 +1,13 @@
 """--width: narrower nets that train on 2 cores, recorded and refused where they do not match."""
 
+import importlib.util
+
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
+import envs  # noqa: F401  (registers the TapQuant-* ids)
 from common.errors import UserError
 from envs.problem import TapProblem
 from models import build_model, scaled_stages
@@ -66,3 +70,19 @@ def test_a_narrow_alexnet_trains_in_bf16_resumes_exactly_and_quantizes(tmp_path,
     assert all(torch.equal(a[k], b[k]) for k in a)
     qat = train(train_args("qat", tmp_path / "a", tiny_tar, cache_dir, model="alexnet"))
     assert qat["complete"] and qat["width"] == 0.125 and "bf16_check" not in qat
+
+    # The trained net through the user's doors: its registered env, and the ONNX export scoring as the teacher.
+    env = gym.make("TapQuant-AlexNet-v1", out_dir=str(tmp_path / "a"), data=str(tiny_tar), cache_dir=str(cache_dir),
+                   search_size=60, calib_batches=1, width=0.125)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    obs, reward, *_ = env.step(env.action_space.sample())
+    assert env.observation_space.contains(obs) and np.isfinite(reward)
+    if importlib.util.find_spec("onnxruntime"):
+        from agents.evaluate import evaluate_onnx
+        from agents.export import export
+
+        onnx_file = tmp_path / "alexnet.onnx"
+        export(teacher=str(tmp_path / "a" / "alexnet_qat_preconvert.pth"), output=str(onnx_file), model="alexnet")
+        ev = evaluate_onnx(onnx_file, tiny_tar, cache_dir, verbose=False)
+        assert ev["student"] == pytest.approx(ev["teacher"], abs=1e-4)

@@ -70,6 +70,8 @@ class SearchConfig:
         theirs = {**base.problem.as_dict(), **base.search_options()}
         differ = {k: v for k, v in {**self.problem.as_dict(), **self.search_options()}.items()
                   if k not in NOT_IN_NAME and v != theirs[k]}
+        if isinstance(differ.get("levels"), str):  # per layer: K8-4-16-8, in the layers' order
+            differ["levels"] = "-".join(str(k) for k in self.problem.layer_levels.values())
         parts = [form.format(differ.pop(k)) for k, form in IN_NAME.items() if k in differ]
         if differ:
             parts.append(hashlib.sha256(json.dumps(differ, sort_keys=True).encode()).hexdigest()[:8])

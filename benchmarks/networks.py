@@ -2,6 +2,7 @@
 
     python benchmarks/networks.py --net lenet5=outputs --net alexnet=outputs/alexnet \
         --net vgg16=outputs/vgg16 [--json benchmarks/networks.json] [--png-dir docs/img]
+    python benchmarks/networks.py --update --net alexnet=outputs/alexnet   # add or remeasure one net
 
 Each `--net MODEL=DIR` names a folder holding that model's float and QAT
 checkpoints (train_baselines.py float / qat, any --width). Per network, on
@@ -155,15 +156,22 @@ def main() -> int:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--json", default="benchmarks/networks.json")
     p.add_argument("--png-dir", default="docs/img")
+    p.add_argument("--update", action="store_true",
+                   help="keep --json's records of other nets (model and width), replace those measured again")
     args = p.parse_args()
     data = load_cifar10(args.data, args.cache_dir)
     records = []
+    kept = json.loads(Path(args.json).read_text()) if args.update and Path(args.json).is_file() else []
     for spec in args.net:
         model, folder = spec.split("=", 1)
         t0 = time.perf_counter()
         records.append(measure(model, Path(folder), data, args.data, args.cache_dir))
         print(f"[networks] {model}: measured in {time.perf_counter() - t0:.0f} s", flush=True)
         print(json.dumps(records[-1]), flush=True)
+    fresh = {(r["model"], r["width"]) for r in records}
+    order = list(GUIDE)  # LeNet-5, AlexNet, VGG16: the guide's table order, then by width
+    records = sorted([r for r in kept if (r["model"], r["width"]) not in fresh] + records,
+                     key=lambda r: (order.index(r["model"]) if r["model"] in order else len(order), r["width"]))
     Path(args.json).write_text(json.dumps(records, indent=1) + "\n")
     for path in pictures(records, Path(args.png_dir)):
         print(f"[networks] wrote {path}")

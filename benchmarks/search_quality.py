@@ -2,6 +2,7 @@
 
     python benchmarks/search_quality.py        # sweeps/search_quality.yaml + search_quality_guide.yaml
     python benchmarks/search_quality.py sweeps/other.yaml --out-dir outputs
+    python benchmarks/search_quality.py sweeps/deep_search.yaml --model vgg16 --out-dir outputs/vgg16
 
 Runs every trial of the sweep files one after another with agents.search
 (so each wall time is one search alone on the machine; a finished result is
@@ -111,10 +112,12 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None)
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--out-dir", default="outputs")
+    p.add_argument("--model", default=None, help="the teacher's model, when not lenet5 (its folder: --out-dir)")
     p.add_argument("--png", default="benchmarks/img/search_quality.png")
     p.add_argument("--json", default=None, help="also write every number here")
     args = p.parse_args(argv)
-    common = {"data": args.data, "cache_dir": args.cache_dir, "out_dir": args.out_dir, "device": "cpu"}
+    common = {"data": args.data, "cache_dir": args.cache_dir, "out_dir": args.out_dir, "device": "cpu",
+              "model": args.model}
     specs = [SweepSpec(f, common) for f in args.sweep_files]  # every file checked before any search
     if any(s.sample for s in specs):
         raise UserError("the benchmark runs grids only; drop the 'sample' sections")

@@ -18,10 +18,24 @@ from models import MODEL_NAMES, quant_layer_names
 from models.checkpoint import checkpoint_path
 from common.cli import non_negative_float, option, positive_float, positive_int
 from common.errors import UserError
+from quant.budget import parse_levels
 from quant.clip import RULE_HELP, check_rule
 
 BACKENDS = ("auto", "int8", "float")
 ANCHORS = ("analytic", "none")
+LEVELS_RANGE = range(4, 257)  # one zero level plus at least one per segment; codes are 8-bit
+
+
+def levels_arg(text: str) -> int | str:
+    """`--levels 16` (every layer) or `--levels conv1=8,conv2=4,fc1=16,fc2=8` (each layer's K; the names are
+    checked against the model by ProblemConfig)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected a number such as 16, or layer=K items such as conv1=8,conv2=4, "
+                                         f"got {text!r}")
+    return text
 
 
 def layer_list(text: str) -> tuple[str, ...]:
@@ -40,7 +54,8 @@ class ProblemConfig:
     teacher: str | None = option(None, "INT8 teacher checkpoint; None means <out-dir>/<model>_qat_preconvert.pth")
     width: float | None = option(None, "refuse a teacher of another width (train_baselines.py float --width); "
                                  "None: the teacher's", type=positive_float)
-    levels: int = option(16, "TAP budget K, 4..256, code 0 included (16 = 4 bits)", type=positive_int)
+    levels: int | str = option(16, "TAP budget K, 4..256, code 0 included (16 = 4 bits): one for every layer, or "
+                               "each layer's as conv1=8,conv2=4,fc1=16,fc2=8 (a dict in Python)", type=levels_arg)
     attention_weight: float = option(50.0, "w_att in reward = -(drop + w_att * att)", type=non_negative_float)
     kl_weight: float = option(0.0, "w_kl in reward = -(drop + w_att * att + w_kl * kl), kl = the mean "
                               "KL(teacher || student) of the logits in nats; 0 is the guide's reward",
@@ -67,8 +82,9 @@ class ProblemConfig:
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
             raise UserError(f"unknown model {self.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
-        if not 4 <= self.levels <= 256:
-            raise UserError(f"levels K must be in 4..256 (one zero level plus one per segment), got {self.levels}")
+        if isinstance(self.levels, dict):  # gym.make(..., levels={"conv1": 8, ...}): kept as text, hashable
+            object.__setattr__(self, "levels", ",".join(f"{n}={k}" for n, k in self.levels.items()))
+        self.layer_levels  # noqa: B018  (validates the per-layer form against the model's layers)
         if self.search_size <= 0 or self.calib_batches <= 0:
             raise UserError("search size and calibration batches must be positive")
         if not self.attention_weight >= 0 or not self.kl_weight >= 0:
@@ -88,6 +104,16 @@ class ProblemConfig:
                 raise UserError(f"layers {list(layers)} are not distinct quantized layers of {self.model}; "
                                 f"choose from {','.join(all_layers)}")
             object.__setattr__(self, "layers", tuple(sorted(layers, key=all_layers.index)))  # execution order
+
+    @property
+    def layer_levels(self) -> dict[str, int]:
+        """Each approximated layer's K (from one K, or the per-layer `levels`)."""
+        layers = self.approximated_layers
+        if isinstance(self.levels, str):
+            return parse_levels(self.levels, layers, LEVELS_RANGE)
+        if not isinstance(self.levels, int) or not LEVELS_RANGE[0] <= self.levels <= LEVELS_RANGE[-1]:
+            raise UserError(f"levels K must be in 4..256 (one zero level plus one per segment), got {self.levels}")
+        return {n: self.levels for n in layers}
 
     @property
     def approximated_layers(self) -> list[str]:

@@ -42,7 +42,7 @@ class MixedProblem:
             counts = problem.stats[n].counts
             self.params[n], self.code_error[n] = {}, {}
             for k in self.allowed:
-                solver = problem.solvers[n] if k == problem.config.levels else AnalyticSolver(counts, k)
+                solver = problem.solvers[n] if k == problem.levels[n] else AnalyticSolver(counts, k)
                 p = solver.params_at(rule_tmax(problem.config.tmax_rule, counts, k, solver))
                 self.params[n][k] = p
                 self.code_error[n][k] = table_error(counts, p)

@@ -98,10 +98,11 @@ class TapProblem:
         self.search_idx = torch.cat([val_idx[: config.search_size],
                                      data.calibration_indices(calib + self.search_train_images)[calib:]])
         self.stats = calibration_stats(self.qnet, data, config.calib_batches, self.torch_device)
-        self.solvers = {n: AnalyticSolver(self.stats[n].counts, config.levels) for n in self.layers}
+        self.levels = config.layer_levels  # each approximated layer's K
+        self.solvers = {n: AnalyticSolver(self.stats[n].counts, self.levels[n]) for n in self.layers}
         for n in self.layers:  # each approximated layer's clip by the rule (quant/clip.py); p90 stays
             try:
-                tmax = rule_tmax(config.tmax_rule, self.stats[n].counts, config.levels, self.solvers[n])
+                tmax = rule_tmax(config.tmax_rule, self.stats[n].counts, self.levels[n], self.solvers[n])
             except ValueError as e:
                 raise UserError(f"--tmax-rule {config.tmax_rule}, layer {n}: {e}; use --tmax-rule guide, more "
                                 f"--calib-batches, or --layers without {n}") from None
@@ -159,7 +160,7 @@ class TapProblem:
         if self.config.anchor == "analytic":
             anchor = encode_action(self.solvers[layer].params_at(tmax))
             a = np.clip(anchor + CORRECTION * np.clip(a, -1.0, 1.0), -1.0, 1.0)
-        return decode_action(a, tmax, self.config.levels)
+        return decode_action(a, tmax, self.levels[layer])
 
     @property
     def acc_teacher(self) -> float:

@@ -141,7 +141,7 @@ class TapQuantEnv(gym.Env):
     | `model`            | set by id   | `lenet5`, `alexnet`, `vgg16`, `vgg19` |
     | `teacher`          | `None`      | INT8 teacher checkpoint; `None`: `<out_dir>/<model>_qat_preconvert.pth` |
     | `width`            | `None`      | refuse a teacher of another width (`train_baselines.py float --width`); `None`: the teacher's |
-    | `levels`           | `16`        | TAP budget K (4..256), code 0 included |
+    | `levels`           | `16`        | TAP budget K (4..256), code 0 included; or each layer's, `{"conv1": 8, ...}` |
     | `attention_weight` | `50.0`      | w_att in the reward |
     | `kl_weight`        | `0.0`       | w_kl in the reward (0: the guide's reward) |
     | `layers`           | `None`      | layers to approximate; `None`: every quantized layer |

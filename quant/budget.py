@@ -63,7 +63,7 @@ def check_budget(budget: float, allowed: tuple[int, ...]) -> None:
                         f"({min(allowed)}) takes {lowest} bits at every layer and INT8 codes take 8")
 
 
-def parse_levels(text: str, layers: list[str], allowed: tuple[int, ...]) -> dict[str, int]:
+def parse_levels(text: str, layers: list[str], allowed: tuple[int, ...] | range) -> dict[str, int]:
     """`--levels conv1=8,conv2=4,fc1=16,fc2=8` (every approximated layer once) -> {layer: K}."""
     alloc: dict[str, int] = {}
     for item in (s.strip() for s in text.split(",") if s.strip()):
@@ -75,8 +75,9 @@ def parse_levels(text: str, layers: list[str], allowed: tuple[int, ...]) -> dict
             raise UserError(f"--levels: the model has no approximated layer {name!r}; its layers are "
                             f"{','.join(layers)}")
         if k not in allowed:
-            raise UserError(f"--levels {name}={k}: K must be one of {','.join(map(str, allowed))} "
-                            f"(--allowed-levels)")
+            raise UserError(f"--levels {name}={k}: K must be " + (
+                f"in {allowed[0]}..{allowed[-1]}" if isinstance(allowed, range)
+                else f"one of {','.join(map(str, allowed))} (--allowed-levels)"))
         if name in alloc:
             raise UserError(f"--levels names {name} twice")
         alloc[name] = k

@@ -30,7 +30,7 @@ def build_result(problem, *, search: dict, options: dict, best: dict | None, rew
         "format": FORMAT, "version": 1, "complete": complete,
         "model": cfg.model, "width": problem.qnet.width,
         "teacher": {"path": str(Path(problem.teacher_path).resolve()), "sha256": problem.teacher_sha256},
-        "levels": cfg.levels, "attention_weight": cfg.attention_weight,
+        "levels": problem.levels if isinstance(cfg.levels, str) else cfg.levels, "attention_weight": cfg.attention_weight,
         "layers": layers, "attention_layers": problem.attention_layers,
         "record_points": {n: problem.qnet.stages[problem.qnet.stage_index(n)].record_point for n in layers},
         "search_split": {"source": "validation split of the training set (models/data.py, fixed seed), then "

@@ -135,6 +135,31 @@ def test_the_command_writes_a_result_evaluate_reads(tiny_teacher, tiny_tar, cach
                                 verbose=False)["student"] <= 100
 
 
+def test_the_search_takes_each_layers_k_and_gives_the_allocations_tables(tiny_teacher, tiny_tar, cache_dir):
+    """agents.search --levels conv1=4,...: each layer's table at its own K; the analytic tables are the ones
+    agents.allocate applies to the same allocation, and the env takes the same as a dict."""
+    from agents import search
+
+    common = ["--out-dir", str(tiny_teacher), "--data", str(tiny_tar), "--cache-dir", str(cache_dir),
+              "--search-size", "60", "--calib-batches", "2"]
+    levels = "conv1=4,conv2=8,fc1=32,fc2=16"
+    assert search.main(["--algo", "analytic", "--levels", levels, "--no-progress", *common]) == 0
+    written, = (tiny_teacher / "tri_ppo_int_codes").glob("lenet5_analytic_K4-8-32-16_*result.json")
+    res = json.loads(written.read_text())
+    assert res["levels"] == {"conv1": 4, "conv2": 8, "fc1": 32, "fc2": 16}
+    assert {n: c["K"] for n, c in res["best"]["config"].items()} == res["levels"]
+    assert allocate.main(["--levels", levels, "--result-file", "same.json", *common]) == 0
+    same = json.loads((tiny_teacher / "tri_ppo_int_codes" / "same.json").read_text())
+    assert {n: c["table"] for n, c in res["best"]["config"].items()} == \
+        {n: c["table"] for n, c in same["best"]["config"].items()}
+    env = gym.make("TapQuant-LeNet5-v1", **env_kwargs(tiny_teacher, tiny_tar, cache_dir,
+                                                      levels={"conv1": 4, "conv2": 8, "fc1": 32, "fc2": 16}))
+    env.reset(seed=0)
+    for _ in range(4):
+        *_, info = env.step(env.action_space.sample() * 0)
+    assert {n: c["K"] for n, c in info["config"].items()} == res["levels"]
+
+
 @pytest.mark.parametrize("flags, says", [
     (["--levels", "conv1=8,conv2=8,fc1=8,fc9=8"], "no approximated layer 'fc9'"),
     (["--levels", "conv1=8,conv2=8,fc1=8,fc2=12"], "K must be one of 4,8,16,32"),

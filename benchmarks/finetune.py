@@ -1,6 +1,7 @@
 """TAP-aware fine-tuning of the student: the drop before and after, per K, and its cost.
 
     python benchmarks/finetune.py [--data PATH] [--out-dir outputs] [--levels 16 8 4] [--seeds 0 1 2]
+    python benchmarks/finetune.py --levels 4 conv1=4,conv2=8,fc1=32,fc2=8 --no-timing   # an allocation too
 
 For each K it runs the default search (`agents.search --levels K`, seed 0,
 1000 episodes; reused when its result exists), then fine-tunes the student
@@ -27,7 +28,7 @@ import train_baselines
 from agents import search
 from agents.evaluate import evaluate_result
 from quant.result import read_result
-from envs.config import ProblemConfig
+from envs.config import ProblemConfig, levels_arg
 from models.batching import iterate
 from models.checkpoint import checkpoint_path, load_float_model
 from common.cli import default_data_path
@@ -75,7 +76,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=default_data_path())
     p.add_argument("--out-dir", default="outputs")
-    p.add_argument("--levels", type=int, nargs="+", default=[16, 8, 4])
+    p.add_argument("--levels", type=levels_arg, nargs="+", default=[16, 8, 4],
+                   help="each a K, or an allocation conv1=4,conv2=8,fc1=32,fc2=8 (agents.allocate's)")
+    p.add_argument("--no-timing", action="store_true", help="skip the QAT / fine-tuning epoch timing")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: the student's default)")
     p.add_argument("--lr", type=float, default=None)
@@ -108,6 +111,8 @@ def main() -> None:
                   f"val {meta['val_acc']:.2f} % | integer agreement {agree:.2f} %", flush=True)
         sd = statistics.stdev(drops) if len(drops) > 1 else 0.0
         print(f"k{levels}_drop_after: {statistics.mean(drops):.2f} ± {sd:.2f} pt over seeds {args.seeds}", flush=True)
+    if args.no_timing:
+        return
     qat_s, student_s = epoch_seconds(args, result, data)
     print(f"qat_epoch: {qat_s:.2f} s")
     print(f"finetune_epoch: {student_s:.2f} s")

@@ -1,6 +1,7 @@
 """The ONNX export: exactness against the integer reference, speed side by side, file sizes.
 
     python benchmarks/export_speed.py [--out-dir outputs/teachers/seed0] [--data PATH] [--rounds 3]
+    python benchmarks/export_speed.py --model alexnet --out-dir outputs/alexnet --no-speed
 
 For the INT8 teacher, the analytic students (default tmax rule) at K = 16,
 8 and 4, and a K = 16 student whose every clip is 255 (the codes where u8 x
@@ -37,10 +38,11 @@ from envs.config import ProblemConfig
 from envs.problem import calibration_stats
 from quant.analytic import analytic_params
 from quant.tap import build_table
+from models import MODEL_NAMES
 from models.checkpoint import checkpoint_path, load_float_model
 from models.data import load_cifar10
 from models.metrics import accuracy, predict
-from quant.integer import export_int8, integer_logits
+from quant.integer import export_int8, integer_logits, integer_predict
 from quant.onnx_export import build_onnx
 from quant.qat import load_teacher
 
@@ -57,12 +59,17 @@ def main() -> int:
     p.add_argument("--out-dir", default="outputs")
     p.add_argument("--data", default=None)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--model", default="lenet5", choices=MODEL_NAMES, help="the teacher's model (in --out-dir)")
+    p.add_argument("--no-speed", action="store_true", help="exactness only: no throughput and latency rounds")
     args = p.parse_args()
     data = load_cifar10(args.data)
     x, y = data.test_x, data.test_y
-    teacher_path = checkpoint_path(args.out_dir, "lenet5", "qat")
-    teacher = load_teacher(teacher_path, "lenet5")
+    teacher_path = checkpoint_path(args.out_dir, args.model, "qat")
+    teacher = load_teacher(teacher_path, args.model)
     reference = export_int8(teacher)
+    agree = (integer_predict(x, reference) == predict(teacher, x, "cpu")).float().mean()
+    print(f"integer reference = fake-quant teacher: top-1 on {100 * float(agree):.2f} % of {len(x)} test images",
+          flush=True)
     onnx_dir = Path(args.out_dir) / "export_bench"
     onnx_dir.mkdir(exist_ok=True)
 
@@ -72,7 +79,8 @@ def main() -> int:
     print(f"export teacher: {time.perf_counter() - t0:.2f} s", flush=True)
     results = {}
     for levels in (16, 8, 4):
-        cfg = search.SearchConfig(problem=ProblemConfig(levels=levels, out_dir=args.out_dir, data=args.data),
+        cfg = search.SearchConfig(problem=ProblemConfig(model=args.model, levels=levels, out_dir=args.out_dir,
+                                                        data=args.data),
                                   algo="analytic", result_file=f"export_bench_k{levels}.json", no_progress=True)
         with contextlib.redirect_stdout(io.StringIO()):
             search.run(cfg)
@@ -110,11 +118,13 @@ def main() -> int:
               f" % of {len(x)} test images (max |diff| {np.abs(logits - ref).max():.2g}) | accuracy onnxruntime "
               f"{acc:.2f} % vs agents.evaluate {torch_acc:.2f} % ({acc - torch_acc:+.2f} pt)", flush=True)
 
+    if args.no_speed:
+        return 0
     res16 = results[16]
     tables16 = {n: torch.tensor(c["table"]).float()
                 for n, c in json.loads(res16.read_text())["best"]["config"].items()}
     session = ort.InferenceSession(str(files[16]), providers=["CPUExecutionProvider"])
-    float_model = load_float_model(checkpoint_path(args.out_dir, "lenet5", "float"), "lenet5").eval()
+    float_model = load_float_model(checkpoint_path(args.out_dir, args.model, "float"), args.model).eval()
     batch, one = x[:256], x[:1]
     paths = {
         "onnxruntime (integer ONNX, K=16)": lambda b: session.run(None, {"pixels": b.numpy()}),
@@ -132,7 +142,7 @@ def main() -> int:
     print("\n| path | images/s, batch 256 | latency, batch 1 (ms) |\n|---|---|---|")
     for name in paths:
         print(f"| {name} | {statistics.median(through[name]):.0f} | {statistics.median(latency[name]):.3f} |")
-    float_ckpt = checkpoint_path(args.out_dir, "lenet5", "float")
+    float_ckpt = checkpoint_path(args.out_dir, args.model, "float")
     print(f"\nfile sizes: ONNX student {files[16].stat().st_size / 1024:.1f} kB | INT8 teacher checkpoint "
           f"{teacher_path.stat().st_size / 1024:.1f} kB | float checkpoint {float_ckpt.stat().st_size / 1024:.1f} kB")
     return 0

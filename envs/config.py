@@ -84,7 +84,6 @@ class ProblemConfig:
             raise UserError(f"unknown model {self.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
         if isinstance(self.levels, dict):  # gym.make(..., levels={"conv1": 8, ...}): kept as text, hashable
             object.__setattr__(self, "levels", ",".join(f"{n}={k}" for n, k in self.levels.items()))
-        self.layer_levels  # noqa: B018  (validates the per-layer form against the model's layers)
         if self.search_size <= 0 or self.calib_batches <= 0:
             raise UserError("search size and calibration batches must be positive")
         if not self.attention_weight >= 0 or not self.kl_weight >= 0:
@@ -104,6 +103,7 @@ class ProblemConfig:
                 raise UserError(f"layers {list(layers)} are not distinct quantized layers of {self.model}; "
                                 f"choose from {','.join(all_layers)}")
             object.__setattr__(self, "layers", tuple(sorted(layers, key=all_layers.index)))  # execution order
+        self.layer_levels  # noqa: B018  (checks K, per layer against the layers approximated)
 
     @property
     def layer_levels(self) -> dict[str, int]:

@@ -114,17 +114,27 @@ def sensitivities(mixed: MixedProblem) -> dict[str, dict[int, float]]:
 def greedy_removal(elements: dict[str, int], layers: list[str], allowed: tuple[int, ...], budget: float,
                    loss: dict[str, dict[int, float]]) -> dict[str, int]:
     """From the largest K everywhere, lower one layer a notch at a time, the one whose sensitivity rises the
-    least per bit saved, until the allocation fits: the usual heuristic for the knapsack (quant/budget.py)."""
+    least per bit saved, until the allocation fits; then, since the last step can free more bits than needed,
+    raise a layer a notch where it lowers the loss most per bit while the allocation still fits: the usual
+    heuristic for the knapsack (quant/budget.py)."""
     alloc = {n: allowed[-1] for n in layers}
     cap = capacity(elements, budget)
+
+    def step(n, by):  # layer n's K `by` notches along `allowed`
+        return allowed[allowed.index(alloc[n]) + by]
+
+    def per_bit(n, other):  # loss change per stored bit from alloc[n] to `other`
+        return (loss[n][other] - loss[n][alloc[n]]) / (elements[n] * (bits(alloc[n]) - bits(other)))
+
     while cost(elements, alloc) > cap:
-        def rate(n):
-            k = alloc[n]
-            lower = allowed[allowed.index(k) - 1]
-            return (loss[n][lower] - loss[n][k]) / (elements[n] * (bits(k) - bits(lower)))
-        n = min((n for n in layers if alloc[n] != allowed[0]), key=rate)
-        alloc[n] = allowed[allowed.index(alloc[n]) - 1]
-    return alloc
+        n = min((n for n in layers if alloc[n] != allowed[0]), key=lambda n: per_bit(n, step(n, -1)))
+        alloc[n] = step(n, -1)
+    while True:
+        fits = [n for n in layers if alloc[n] != allowed[-1] and cost(elements, {**alloc, n: step(n, 1)}) <= cap]
+        n = max(fits, key=lambda n: per_bit(n, step(n, 1)), default=None)
+        if n is None or per_bit(n, step(n, 1)) <= 0:
+            return alloc
+        alloc[n] = step(n, 1)
 
 
 def search(cfg: AllocateConfig, mixed: MixedProblem, budget: float) -> tuple[dict, list[float]]:

@@ -29,6 +29,13 @@ def test_budget_arithmetic_by_hand():
     assert all(average_bits(LENET5, a) <= 2.5 for a in allocations(LENET5, LAYERS, KS, 2.5))
 
 
+def test_greedy_gives_back_the_bits_its_last_removal_freed():
+    # a (10 activations) goes 32 -> 16 first (0.01 per bit), then b (100) 16 -> 8 frees 100 bits where 60 were
+    # needed: a goes back to 32 (50 + 300 = 350 <= 400 bits), the allocation the removal alone would miss.
+    loss = {"a": {4: 0.9, 8: 0.3, 16: 0.1, 32: 0.0}, "b": {4: 5.0, 8: 1.6, 16: 1.5, 32: 0.0}}
+    assert allocate.greedy_removal({"a": 10, "b": 100}, ["a", "b"], KS, 400 / 110, loss) == {"a": 32, "b": 8}
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 50), min_size=1, max_size=5), st.floats(2.0, 5.0),
        st.data())

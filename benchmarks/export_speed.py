@@ -75,7 +75,7 @@ def main() -> int:
 
     files = {}
     t0 = time.perf_counter()
-    files["teacher"] = export(output=str(onnx_dir / "teacher.onnx"), teacher=str(teacher_path))[0]
+    files["teacher"] = export(output=str(onnx_dir / "teacher.onnx"), teacher=str(teacher_path), model=args.model)[0]
     print(f"export teacher: {time.perf_counter() - t0:.2f} s", flush=True)
     results = {}
     for levels in (16, 8, 4):

@@ -19,11 +19,13 @@ candidate is right, -1 if only the anchor is, else 0; z = mean(d) /
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
 
 from envs.problem import CALIB_BATCH_SIZE
+from models.batching import iterate
 from models.data import load_cifar10
 from common.errors import UserError
 from quant.tap import TapParams, build_table, identity_table
@@ -43,6 +45,31 @@ def selection_size(requested: int | None, data, used: int) -> int:
         raise UserError(f"--select-size {requested} exceeds the {available} training images left after calibration "
                         f"and the search split; pass at most {available}, or 0 to keep the search split's best")
     return requested
+
+
+# The teacher's codes of every selection image are recorded in one forward pass and kept (as floats while
+# recording, then in the kernels' dtype): about 12 bytes per recorded element at the peak. A deep net at full
+# width records ~0.3 M elements an image, so 20,000 images would take ~70 GB; the default size is capped to
+# half the memory free.
+PEAK_BYTES_PER_ELEMENT = 12
+
+
+def memory_cap(problem, data) -> int:
+    """The most selection images whose teacher codes fit in half the memory free now."""
+    rec: dict = {}
+    with torch.no_grad():
+        problem.qnet(next(iterate(data.train_x[:1], data.train_y[:1], 1, problem.torch_device))[0], record=rec)
+    per_image = PEAK_BYTES_PER_ELEMENT * sum(v[0].numel() for v in rec.values())
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return DEFAULT_SIZE
+    cap = max(1000, int(free // 2 // per_image))
+    if cap < DEFAULT_SIZE:
+        print(f"[Search] the held-out check uses {cap:,} images, not {DEFAULT_SIZE:,}: their teacher codes "
+              f"({per_image / 1e6:.1f} MB an image) must fit in half the {free / 2**30:.1f} GiB free; "
+              f"--select-size sets it", flush=True)
+    return cap
 
 
 class Correctness:
@@ -69,6 +96,8 @@ class Selection(Correctness):
         cfg = problem.config
         data = load_cifar10(cfg.data, cfg.cache_dir)
         self.size = selection_size(size, data, cfg.calib_batches * CALIB_BATCH_SIZE + problem.search_train_images)
+        if size is None:
+            self.size = min(self.size, memory_cap(problem, data))
         idx = data.selection_indices(self.size)
         super().__init__(problem, data.train_x[idx], data.train_y[idx])
 

@@ -71,6 +71,22 @@ def test_default_search_confirms_its_choice_on_held_out_images(tiny_teacher, tin
         assert plain["selection"] is None and plain["best"]["reward"] == max(plain["reward_history"])
 
 
+def test_the_default_held_out_check_fits_in_memory(tiny_teacher, tiny_tar, cache_dir, monkeypatch, capsys):
+    """A deep net's teacher codes for 20,000 images outgrow the machine: the default size is capped to half
+    the memory free, and says so; with memory to spare it stays the default."""
+    from agents import selection
+    from envs.problem import TapProblem
+
+    problem = TapProblem(out_dir=str(tiny_teacher), data=str(tiny_tar), cache_dir=str(cache_dir), search_size=60,
+                         calib_batches=2)
+    data = selection.load_cifar10(str(tiny_tar), str(cache_dir))
+    assert selection.memory_cap(problem, data) >= selection.DEFAULT_SIZE
+    page = 4096
+    monkeypatch.setattr(selection.os, "sysconf", lambda name: page if name == "SC_PAGE_SIZE" else 10_000)
+    cap = selection.memory_cap(problem, data)  # 41 MB free
+    assert 1000 <= cap < selection.DEFAULT_SIZE and "held-out check uses" in capsys.readouterr().out
+
+
 def test_too_many_selection_images_is_one_clear_error(tiny_teacher, tiny_tar, cache_dir):
     with pytest.raises(UserError, match="exceeds the 284 training images left after calibration"):
         search.main(["--algo", "random", "--episodes", "5", "--select-size", "100000",

@@ -100,7 +100,7 @@ def test_evaluate_names_the_result_a_foreign_student_was_made_for(result, tiny_t
 
 
 @pytest.mark.parametrize("argv,words", [(["--algo", "ppp"], "invalid choice: 'ppp' (choose from 'ppo'"),
-                                        (["--levels", "x"], "--levels: expected an integer, got 'x'"),
+                                        (["--levels", "x"], "--levels: expected a number such as 16, or layer=K items"),
                                         (["--no-such-flag"], "unrecognized arguments: --no-such-flag")])
 def test_an_unknown_choice_or_flag_is_one_line_without_the_usage(argv, words, capsys):
     from agents import pipeline, search

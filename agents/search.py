@@ -48,7 +48,8 @@ class SearchConfig:
     select_size: int | None = option(
         None, "with the analytic anchor: training images (never scored by the search, never the test set) on which "
               "the search's best few configurations must beat the anchor to be chosen (agents/selection.py); "
-              "None: up to 20,000, fewer if their teacher codes would fill half the free memory; 0: keep the search split's best, the guide's choice", type=non_negative_int)
+              "None: up to 20,000, fewer if their teacher codes would fill half the free memory; 0: keep the "
+              "search split's best, the guide's choice", type=non_negative_int)
     result_file: str | None = option(None, "result file name under <out-dir>/tri_ppo_int_codes/; None means "
                                            "<model>_<algo>_result.json with the options that differ from the "
                                            "defaults in the name (e.g. lenet5_ppo_K8_seed1_result.json)")

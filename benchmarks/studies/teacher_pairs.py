@@ -30,6 +30,7 @@ from clip_rules import paired_ci  # noqa: E402
 
 from agents.selection import Correctness  # noqa: E402
 from envs.config import ProblemConfig  # noqa: E402
+from envs.mixed import MixedProblem  # noqa: E402
 from envs.problem import TapProblem  # noqa: E402
 from models.checkpoint import checkpoint_path, load_float_model  # noqa: E402
 from models.data import load_cifar10  # noqa: E402
@@ -40,11 +41,13 @@ def measure(folder: str, levels: list[int], data, data_arg) -> dict:
     """Per-image hits of the float net, the QAT teacher and its analytic students at each K."""
     float_model = load_float_model(checkpoint_path(folder, "lenet5", "float"), "lenet5")
     out = {"float": (predict(float_model, data.test_x, "cpu") == data.test_y).numpy()}
+    # One problem and one recording of the test set; MixedProblem solves each layer's mse table at every K.
+    problem = TapProblem(ProblemConfig(out_dir=folder, tmax_rule="mse", data=data_arg, search_size=256))
+    tables = MixedProblem(problem, tuple(sorted(set(levels))))
+    test = Correctness(problem, data.test_x, data.test_y)
+    out["qat"] = test.correct(None)
     for k in levels:
-        problem = TapProblem(ProblemConfig(out_dir=folder, levels=k, tmax_rule="mse", data=data_arg, search_size=256))
-        test = Correctness(problem, data.test_x, data.test_y)
-        out.setdefault("qat", test.correct(None))
-        out[k] = test.correct(problem.analytic)
+        out[k] = test.correct(tables.config({n: k for n in tables.layers}))
     return out
 
 

@@ -44,8 +44,9 @@ def project_version() -> str:
         return "unknown"
 
 
-def c_header(name: str, tables: dict, scales: dict) -> str:
-    """The tables as C arrays: `uint8_t <layer>_table[256]`, with each layer's scale and zero point."""
+def c_header(name: str, tables: dict, scales: dict, joins: list | None = None) -> str:
+    """The tables as C arrays: `uint8_t <layer>_table[256]`, with each layer's scale and zero point; and each
+    residual join's fixed-point multipliers (quant/integer.py's IntLayer with a `residual`)."""
     guard = "".join(c if c.isalnum() else "_" for c in name).upper() + "_TABLES_H"
     lines = [f"/* TAP tables of {name}: code c of a layer becomes <layer>_table[c]; value = scale * code. */",
              f"#ifndef {guard}", f"#define {guard}", "#include <stdint.h>", ""]
@@ -54,6 +55,15 @@ def c_header(name: str, tables: dict, scales: dict) -> str:
         lines.append(f"static const uint8_t {layer}_zero_point = 0;")
         rows = [", ".join(f"{v:3d}" for v in table[i:i + 16]) for i in range(0, 256, 16)]
         lines.append(f"static const uint8_t {layer}_table[256] = {{\n    " + ",\n    ".join(rows) + "\n};")
+        lines.append("")
+    for layer in joins or []:
+        arrays = (("int64_t", "mantissa", layer.mantissa), ("int64_t", "skip_mantissa", layer.skip_mantissa),
+                  ("int32_t", "shift", layer.shift))
+        lines.append(f"/* {layer.name}: codes = clamp(round((acc * {layer.name}_mantissa[c] + {layer.residual} codes * "
+                     f"{layer.name}_skip_mantissa[c]) / 2^{layer.name}_shift[c]), 0, 255) */")
+        for ctype, what, values in arrays:
+            body = ", ".join(f"{int(v)}{'LL' if ctype == 'int64_t' else ''}" for v in values)
+            lines.append(f"static const {ctype} {layer.name}_{what}[{len(values)}] = {{{body}}};")
         lines.append("")
     lines.append(f"#endif /* {guard} */")
     return "\n".join(lines) + "\n"
@@ -96,7 +106,8 @@ def export(config_path: str | None = None, output: str | None = None, teacher: s
     if not out.parent.is_dir():
         raise UserError(f"--output {out}: the directory {out.parent} does not exist; create it or choose another")
     try:
-        proto = build_onnx(export_int8(net.cpu()), tables, meta)
+        exported = export_int8(net.cpu())
+        proto = build_onnx(exported, tables, meta)
     except (ValueError, OverflowError) as e:
         raise UserError(f"cannot export {config_path or teacher_path}: {e}") from None
     atomic_write(out, lambda tmp: tmp.write_bytes(proto.SerializeToString()))
@@ -109,7 +120,8 @@ def export(config_path: str | None = None, output: str | None = None, teacher: s
         stem = out.with_suffix("")
         written += [stem.with_name(stem.name + "_tables.json"), stem.with_name(stem.name + "_tables.h")]
         atomic_write(written[1], lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
-        atomic_write(written[2], lambda tmp: tmp.write_text(c_header(out.stem, tables, scales)))
+        atomic_write(written[2], lambda tmp: tmp.write_text(c_header(out.stem, tables, scales,
+                                                                  [la for la in exported[1] if la.residual])))
     return written
 
 

@@ -15,15 +15,25 @@ ENV_IDS = {name: m.env_id for name, m in MODELS.items()}
 GUIDE_ENV_IDS = {name: m.guide_env_id for name, m in MODELS.items()}
 MIXED_ENV_IDS = {name: m.mixed_env_id for name, m in MODELS.items()}
 
-for _model in MODELS:
-    for _env_id, _entry, _kwargs in ((ENV_IDS[_model], "tap_env:TapQuantEnv", {}),
-                                     (GUIDE_ENV_IDS[_model], "tap_env:TapQuantEnvV0", {"tmax_rule": "guide"}),
-                                     (MIXED_ENV_IDS[_model], "mixed:MixedKEnv", {})):
-        if _env_id not in registry:
+
+
+def register_model_envs(model: str) -> None:
+    """Registers a model's three env ids (done here for every built-in model; models/custom.py's user models
+    call it once they are in the registry)."""
+    spec = MODELS[model]
+    ENV_IDS[model], GUIDE_ENV_IDS[model], MIXED_ENV_IDS[model] = spec.env_id, spec.guide_env_id, spec.mixed_env_id
+    for env_id, entry, kwargs in ((spec.env_id, "tap_env:TapQuantEnv", {}),
+                                  (spec.guide_env_id, "tap_env:TapQuantEnvV0", {"tmax_rule": "guide"}),
+                                  (spec.mixed_env_id, "mixed:MixedKEnv", {})):
+        if env_id not in registry:
             register(
-                id=_env_id,
-                entry_point=f"envs.{_entry}",
-                kwargs={"model": _model, **_kwargs},
+                id=env_id,
+                entry_point=f"envs.{entry}",
+                kwargs={"model": model, **kwargs},
                 # one step per approximated layer: at most all quantized layers
-                max_episode_steps=len(quant_layer_names(_model)),
+                max_episode_steps=len(quant_layer_names(model)),
             )
+
+
+for _model in list(MODELS):
+    register_model_envs(_model)

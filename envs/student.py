@@ -12,7 +12,9 @@ layers downstream of it:
     channels-last; tables map codes to codes, two at a time
     (quant/lookup.py), and the pair indices of the cached codes are
     computed once;
-  * images go CHUNK at a time.
+  * images go CHUNK at a time;
+  * a residual join whose source lies before the first tabled layer reads
+    the teacher's cached codes of that source (untabled, so exact).
 """
 
 from __future__ import annotations
@@ -50,6 +52,15 @@ class StudentRunner:
                 codes = codes.contiguous(memory_format=torch.channels_last)
             self.start_codes[n] = [(c, code_pairs(c)) for c in codes.split(CHUNK)]
             self.start_pooled[n] = pooled
+        # Residual sources' teacher output (what their successor reads), where start_codes do not hold it.
+        self.source_codes = {}
+        for n in qnet.sources:
+            if n in self.start_codes and (self.start_pooled[n] or not qnet.stages[qnet.stage_index(n)].pool):
+                self.source_codes[n] = [c for c, _ in self.start_codes[n]]
+            else:
+                st = qnet.stages[qnet.stage_index(n)]
+                codes = (max_pool2x2(record[n]) if st.pool else record[n]).to(kernels.dtype)
+                self.source_codes[n] = list(codes.contiguous(memory_format=torch.channels_last).split(CHUNK))
 
     def device_tables(self, tables: dict[str, np.ndarray]) -> dict[str, tuple]:
         """(table, pair table, pair-squares table) of each tabled layer, in the kernels' code dtype.
@@ -85,17 +96,23 @@ class StudentRunner:
         """
         qn, kern = self.qnet, self.kernels
         i = qn.stage_index(first)
+        # Sources before `first` are untabled: the teacher's codes.
+        kept = {n: self.source_codes[n][k] for n in qn.sources if qn.stage_index(n) < i}
         codes, pairs = self.start_codes[first][k]
         if self.start_pooled[first]:  # cached max-pooled: only the lookup is left
             table, pair_tab, _ = t[first]
             h = apply_table(codes, table, pairs=pairs, pair_tab=pair_tab)
         else:
             h = self._finish_stage(i, codes, t[first], energies, pairs)
+        if first in qn.sources:
+            kept[first] = h
         for i in range(i + 1, len(qn.stages)):
             st = qn.stages[i]
             if st.classifier:
                 return kern.logits(i, h)
-            h = self._finish_stage(i, kern.codes(i, h), t.get(st.name), energies)
+            h = self._finish_stage(i, kern.codes(i, h, kept.get(st.residual)), t.get(st.name), energies)
+            if st.name in qn.sources:
+                kept[st.name] = h
         raise AssertionError("unreachable: the last stage is the classifier")
 
     def _finish_stage(self, i: int, q: torch.Tensor, tab: tuple | None, energies: dict,

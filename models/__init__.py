@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, replace
 
-from models import alexnet_vgg, lenet5 as _lenet5
+from models import alexnet_vgg, lenet5 as _lenet5, resnet
 from common.errors import UserError
 from models.net import Stage, StagedNet
 
@@ -37,13 +37,16 @@ class ModelSpec:
 
 # Attention-transfer layers: LeNet-5's are the guide's; for the deeper nets
 # the last conv and the first fc (or the last two convs), the same "end of
-# the feature extractor" rule the guide gives for LeNet-5.
+# the feature extractor" rule the guide gives for LeNet-5; for the ResNets
+# the outputs of their last two groups (models/resnet.py).
 MODELS = {m.name: m for m in (
     ModelSpec("lenet5", "LeNet5", tuple(_lenet5.STAGES), tuple(_lenet5.ATTENTION_LAYERS), _lenet5.BATCHNORM, "none",
               fast_bf16=False),
     ModelSpec("alexnet", "AlexNet", tuple(alexnet_vgg.ALEXNET_STAGES), ("conv5", "fc6"), "conv", "conv"),
     ModelSpec("vgg16", "VGG16", tuple(alexnet_vgg.VGG16_STAGES), ("conv10", "conv13"), "conv", "conv"),
     ModelSpec("vgg19", "VGG19", tuple(alexnet_vgg.VGG19_STAGES), ("conv12", "conv16"), "conv", "conv"),
+    *(ModelSpec(f"resnet{d}", f"ResNet{d}", tuple(resnet.resnet_stages(d)), tuple(resnet.attention_layers(d)),
+                "conv", "conv") for d in resnet.DEPTHS),
 )}
 
 # Views of MODELS by what callers ask for.
@@ -51,6 +54,18 @@ MODEL_NAMES = list(MODELS)
 STAGES = {n: list(m.stages) for n, m in MODELS.items()}
 ATTENTION_LAYERS = {n: list(m.attention_layers) for n, m in MODELS.items()}
 DEFAULT_BATCHNORM = {n: m.batchnorm for n, m in MODELS.items()}
+
+def add_model(spec: ModelSpec) -> None:
+    """Registers one more model in this process (models/custom.py: a user's own nn.Module)."""
+    if spec.name in MODELS and MODELS[spec.name] != spec:
+        raise UserError(f"model name {spec.name!r} is taken; choose another")
+    MODELS[spec.name] = spec
+    if spec.name not in MODEL_NAMES:
+        MODEL_NAMES.append(spec.name)
+    STAGES[spec.name] = list(spec.stages)
+    ATTENTION_LAYERS[spec.name] = list(spec.attention_layers)
+    DEFAULT_BATCHNORM[spec.name] = spec.batchnorm
+
 
 # Where a float model carries BatchNorm while it trains: "none", after each
 # "conv", or after "all" layers but the classifier. It is folded into the
@@ -94,4 +109,4 @@ def build_model(name: str, batchnorm: str | None = None, width: float = 1.0) -> 
     return StagedNet(name, stages, width)
 
 
-__all__ = ["MODELS", "ModelSpec", "ATTENTION_LAYERS", "BATCHNORM_CHOICES", "DEFAULT_BATCHNORM", "MODEL_NAMES", "STAGES", "quant_layer_names", "scaled_stages", "Stage", "StagedNet", "UserError", "build_model"]
+__all__ = ["MODELS", "ModelSpec", "ATTENTION_LAYERS", "BATCHNORM_CHOICES", "DEFAULT_BATCHNORM", "MODEL_NAMES", "STAGES", "quant_layer_names", "scaled_stages", "Stage", "StagedNet", "UserError", "add_model", "build_model"]

@@ -30,7 +30,10 @@ its own post-ReLU codes, or logits for the classifier. Two backends:
     folded into the weights so that a stage reads codes directly.
 
 Both keep conv maps channels-last and flatten a channels-last map into the
-first fc layer without a copy (its weight's columns permuted to match).
+first fc layer without a copy (its weight's columns permuted to match). A
+residual stage's `codes` takes its source's codes too (`skip`): the int8
+conv then returns its float32 sum, and the join (+ s_r * skip, / s_out,
+round, clamp) is one elementwise pass.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from models.net import shortcut
 from quant.fake_quant import A_QMAX
 from quant.lookup import is_channels_last
 from quant.qat import QuantNet
@@ -97,6 +101,15 @@ def _probe_int8_kernels() -> tuple[torch.Tensor, torch.Tensor]:
     return conv, linear
 
 
+def _join(qnet: QuantNet, i: int, y: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+    """Stage i's float output (+ its residual source's codes at their scale) -> codes, as float."""
+    st = qnet.stages[i]
+    if st.residual is not None:
+        s_r = qnet.act_scale(qnet.stage_index(st.residual))
+        y = y + shortcut(skip, y.shape).to(y.dtype) * s_r
+    return (y / qnet.act_scale(i)).clamp_(0, 255).round_()
+
+
 class FloatStages:
     """QuantNet's float simulation, reading and returning codes (float tensors)."""
 
@@ -115,6 +128,8 @@ class FloatStages:
     def _linear(self, i: int, q: torch.Tensor) -> torch.Tensor:
         st = self.qnet.stages[i]
         w, b = self._weights[i]
+        if st.gap:
+            q = q.mean((2, 3))
         if st.flatten:
             if is_channels_last(q):
                 if i not in self._hwc:
@@ -122,11 +137,11 @@ class FloatStages:
                 w = self._hwc[i]
             q = _flatten(q)
         if st.kind == "conv":
-            return F.conv2d(q, w, b, padding=st.padding)
+            return F.conv2d(q, w, b, stride=st.stride, padding=st.padding)
         return F.linear(q, w, b)
 
-    def codes(self, i: int, q: torch.Tensor) -> torch.Tensor:
-        return (self._linear(i, q) / self.qnet.act_scale(i)).clamp_(0, 255).round_()
+    def codes(self, i: int, q: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        return _join(self.qnet, i, self._linear(i, q), skip)
 
     def logits(self, i: int, q: torch.Tensor) -> torch.Tensor:
         return self._linear(i, q)
@@ -158,7 +173,7 @@ class Int8Stages:
             wq, s_w, _, s_in, _, _ = self._params[i]
             if st.kind == "conv":
                 self._packed[key] = torch.ops.onednn.qconv_prepack(
-                    wq, s_w, s_in, 0, [1, 1], [st.padding] * 2, [1, 1], 1, None)
+                    wq, s_w, s_in, 0, [st.stride] * 2, [st.padding] * 2, [1, 1], 1, None)
             else:
                 if st.flatten and is_channels_last(q):
                     wq = _hwc_columns(wq, q)
@@ -169,24 +184,30 @@ class Int8Stages:
         st = self.qnet.stages[i]
         packed = self._pack(i, q)
         _, s_w, bias, s_in, s_out, zero_points = self._params[i]
-        out_dtype = torch.float32 if st.classifier else None  # None: uint8 codes at s_out
-        post_op = "none" if st.classifier else "relu"
+        # A residual stage's sum leaves in float32 (unit scale) for the join.
+        as_float = st.classifier or st.residual is not None
+        out_dtype = torch.float32 if as_float else None  # None: uint8 codes at s_out
+        post_op = "none" if as_float else "relu"
         if st.kind == "conv":
             return torch.ops.onednn.qconv2d_pointwise(
                 q.contiguous(memory_format=torch.channels_last), s_in, 0, packed, s_w, zero_points, bias,
-                [1, 1], [st.padding] * 2, [1, 1], 1, s_out, 0, out_dtype, post_op, [], "")
+                [st.stride] * 2, [st.padding] * 2, [1, 1], 1, 1.0 if as_float else s_out, 0, out_dtype,
+                post_op, [], "")
         if st.flatten:
             q = _flatten(q)
         return torch.ops.onednn.qlinear_pointwise(
             q.contiguous(), s_in, 0, packed, s_w, zero_points, bias, s_out, 0, out_dtype, post_op, [], "")
 
-    def codes(self, i: int, q: torch.Tensor) -> torch.Tensor:
+    def codes(self, i: int, q: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.exact_max < A_QMAX and q.amax() > self.exact_max:
-            return self._float.codes(i, q.float()).to(torch.uint8)
+            return self._float.codes(i, q.float(), skip).to(torch.uint8)
+        if self.qnet.stages[i].residual is not None:
+            return _join(self.qnet, i, self._run(i, q), skip).to(torch.uint8)
         return self._run(i, q)
 
     def logits(self, i: int, q: torch.Tensor) -> torch.Tensor:
-        if self.exact_max < A_QMAX and q.amax() > self.exact_max:
+        # A globally pooled classifier is a 64 x 10 product on float means: the float path is as fast.
+        if self.qnet.stages[i].gap or (self.exact_max < A_QMAX and q.amax() > self.exact_max):
             return self._float.logits(i, q.float())
         return self._run(i, q)
 

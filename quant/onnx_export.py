@@ -16,6 +16,13 @@ each mirroring quant/integer.integer_logits:
                           even from the remainder, clamped to 255 -> uint8
   TAP table               Gather on the layer's 256-entry uint8 table
   max-pool                MaxPool on the uint8 codes
+  residual join           the conv's int64 acc * mantissa + the source's
+                          codes (Slice / Pad: the parameter-free shortcut)
+                          * their mantissa, then the same rounding
+  global average pool     folded into the classifier: a ConvInteger whose
+                          kernel is the whole map (every position's weight
+                          the fc's), so its int32 sum is the reference's
+                          sum of codes; 1/(H*W) joins the logits' scale
   classifier              its int32 accumulator x the per-class scale, in float
 
 Why uint8 weights with a zero point and not int8 weights: onnxruntime's x86
@@ -63,8 +70,24 @@ class _Graph:
         return out
 
 
-def _requantize(g: _Graph, acc: str, name: str, mantissa: np.ndarray, shift: np.ndarray, conv: bool) -> str:
-    """int32 accumulator -> uint8 codes: round(acc * mantissa / 2^shift) half to even, clamped to 0..255."""
+def _shortcut(g: _Graph, name: str, skip: str, src_channels: int, out_channels: int, step: int) -> str:
+    """models.net.shortcut on a uint8 code map, as int64: every `step`-th position, zero channels padded."""
+    h = g.op("Cast", [skip], to=TensorProto.INT64)
+    if step > 1:
+        consts = [g.const(f"{name}.skip_{k}", np.array(v, dtype=np.int64))
+                  for k, v in (("starts", [0, 0]), ("ends", [2**62, 2**62]), ("axes", [2, 3]), ("steps", [step] * 2))]
+        h = g.op("Slice", [h, *consts])
+    extra = out_channels - src_channels
+    if extra:
+        pads = np.array([0, extra // 2, 0, 0, 0, extra - extra // 2, 0, 0], dtype=np.int64)
+        h = g.op("Pad", [h, g.const(f"{name}.skip_pads", pads)])
+    return h
+
+
+def _requantize(g: _Graph, acc: str, name: str, mantissa: np.ndarray, shift: np.ndarray, conv: bool,
+                skip: tuple[str, np.ndarray] | None = None) -> str:
+    """int32 accumulator -> uint8 codes: round(acc * mantissa / 2^shift) half to even, clamped to 0..255; with
+    `skip` (the int64 source codes and their mantissas) round((acc * mantissa + codes * skip_mantissa) / 2^shift)."""
     shape = (1, -1, 1, 1) if conv else (1, -1)
     if shift.min() < 1 or shift.max() > 62:
         raise ValueError(f"{name}: requantisation shift {int(shift.min())}..{int(shift.max())} outside 1..62")
@@ -73,7 +96,11 @@ def _requantize(g: _Graph, acc: str, name: str, mantissa: np.ndarray, shift: np.
     half = g.const(f"{name}.pow2_shift_minus_1", (np.int64(1) << (shift.astype(np.int64) - 1)).reshape(shape))
     zero, one, two = (g.const(f"{name}.{v}", np.array(k, dtype=np.int64)) for v, k in (("zero", 0), ("one", 1), ("two", 2)))
     top = g.const(f"{name}.qmax", np.array(255, dtype=np.int64))
-    prod = g.op("Max", [g.op("Mul", [g.op("Cast", [acc], to=TensorProto.INT64), mant]), zero])  # ReLU first
+    prod = g.op("Mul", [g.op("Cast", [acc], to=TensorProto.INT64), mant])
+    if skip is not None:
+        prod = g.op("Add", [prod, g.op("Mul", [skip[0], g.const(f"{name}.skip_mantissa",
+                                                                  skip[1].astype(np.int64).reshape(shape))])])
+    prod = g.op("Max", [prod, zero])  # ReLU first
     q = g.op("Div", [prod, power])  # floor, as prod >= 0
     rem = g.op("Sub", [prod, g.op("Mul", [q, power])])
     odd = g.op("Equal", [g.op("Mod", [q, two]), one])
@@ -97,6 +124,8 @@ def build_onnx(exported, tables: dict | None = None, metadata: dict | None = Non
     zero_point = g.const("input.zero_point", np.array(_INPUT_ZERO, dtype=np.uint8))
     code_zero = g.const("codes.zero_point", np.array(0, dtype=np.uint8))
     weight_zero = g.const("weights.zero_point", np.array(_WEIGHT_ZERO, dtype=np.uint8))
+    sources, kept = {layer.residual for layer in layers if layer.residual}, {}  # name -> (codes, channels, side)
+    side = image_shape[-1]
     for i, layer in enumerate(layers):
         w = np.asarray(layer.w, dtype=np.int64)
         if np.abs(w).max() > 127:
@@ -109,19 +138,32 @@ def build_onnx(exported, tables: dict | None = None, metadata: dict | None = Non
             out_ch, fan_in = w.shape
             k = layer.kernel
             weight = g.const(f"{layer.name}.weight", w_u8.reshape(out_ch, fan_in // (k * k), k, k))
-            acc = g.op("ConvInteger", [h, weight, x_zero, weight_zero], pads=[layer.padding] * 4)
+            acc = g.op("ConvInteger", [h, weight, x_zero, weight_zero], pads=[layer.padding] * 4,
+                       strides=[layer.stride] * 2)
             bias = np.asarray(layer.bias, dtype=np.int32).reshape(1, -1, 1, 1)
+            side = (side + 2 * layer.padding - k) // layer.stride + 1
+        elif layer.gap_size:  # the fc's weight at every position of the map: ConvInteger sums them all
+            kernel = np.repeat(w_u8.reshape(*w.shape, 1), layer.gap_size, axis=2)
+            weight = g.const(f"{layer.name}.weight", kernel.reshape(*w.shape, side, side))
+            acc = g.op("Flatten", [g.op("ConvInteger", [h, weight, x_zero, weight_zero])], axis=1)
+            bias = np.asarray(layer.bias, dtype=np.int32).reshape(1, -1) * layer.gap_size
         else:
             weight = g.const(f"{layer.name}.weight", w_u8.T.copy())  # (fan_in, out)
             acc = g.op("MatMulInteger", [h, weight, x_zero, weight_zero])
             bias = np.asarray(layer.bias, dtype=np.int32).reshape(1, -1)
         acc = g.op("Add", [acc, g.const(f"{layer.name}.bias", bias)])
         if layer.classifier:
-            scale = np.asarray(layer.acc_scale, dtype=np.float32).reshape(1, -1)
+            scale = (np.asarray(layer.acc_scale) / max(layer.gap_size, 1)).astype(np.float32).reshape(1, -1)
             g.nodes.append(helper.make_node("Mul", [g.op("Cast", [acc], to=TensorProto.FLOAT),
                                                     g.const(f"{layer.name}.scale", scale)], ["logits"]))
             break
-        h = _requantize(g, acc, layer.name, np.asarray(layer.mantissa), np.asarray(layer.shift), layer.kind == "conv")
+        skip = None
+        if layer.residual is not None:
+            codes, channels, src_side = kept[layer.residual]
+            src = _shortcut(g, layer.name, codes, channels, w.shape[0], src_side // side)
+            skip = src, np.asarray(layer.skip_mantissa)
+        h = _requantize(g, acc, layer.name, np.asarray(layer.mantissa), np.asarray(layer.shift), layer.kind == "conv",
+                        skip)
         if layer.name in tables:
             table = np.asarray(tables[layer.name], dtype=np.int64)
             if table.shape != (256,) or table.min() < 0 or table.max() > 255 or (np.diff(table) < 0).any():
@@ -130,6 +172,9 @@ def build_onnx(exported, tables: dict | None = None, metadata: dict | None = Non
                                 g.op("Cast", [h], to=TensorProto.INT64)], axis=0)
         if layer.pool:
             h = g.op("MaxPool", [h], kernel_shape=[2, 2], strides=[2, 2])
+            side //= 2
+        if layer.name in sources:
+            kept[layer.name] = h, w.shape[0], side
     else:
         raise ValueError("the last layer must be the classifier")
     n_classes = len(layers[-1].bias)

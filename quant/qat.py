@@ -4,7 +4,8 @@
 and simulates INT8 inference in float (fake quantization, quant/fake_quant.py):
 
     input  -> int8 codes (fixed scale)
-    layer  -> int8 per-channel weights, int32 bias, ReLU,
+    layer  -> int8 per-channel weights, int32 bias, [+ s_r * q_r: a residual
+              source's codes], ReLU,
               uint8 codes q = clamp(round(y / s), 0, 255)   <- record point
               [optional lookup table T: q -> T[q]]          <- the TAP student
               max-pool on codes, next layer reads s * q
@@ -29,7 +30,7 @@ from models import build_model
 from models.checkpoint import load_checkpoint
 from models.batching import input_abs_max
 from common.errors import UserError
-from models.net import Stage, StagedNet, folded_weights
+from models.net import Stage, StagedNet, folded_weights, residual_sources, shortcut
 from models.pooling import max_pool2x2
 from quant.fake_quant import (A_QMAX, W_QMAX, activation_codes, fake_quant_bias, fake_quant_weight,
                               input_codes, weight_codes, weight_scale)
@@ -50,6 +51,7 @@ class QuantNet(nn.Module):
         self.width = float_model.width
         self.batchnorm = float_model.batchnorm  # the float model's, recorded; folded away below
         self.stages: list[Stage] = list(float_model.stages)
+        self.sources = residual_sources(self.stages)
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         for st in self.stages:
@@ -126,18 +128,24 @@ class QuantNet(nn.Module):
         """int8 weights x codes + int32 bias, in float (dequantised values)."""
         st = self.stages[i]
         w, b = self.quantised_weights(i)
+        if st.gap:
+            h = h.mean((2, 3))
         if st.flatten:
             h = h.flatten(1)
         if st.kind == "conv":
-            return F.conv2d(h, w, b, padding=st.padding)
+            return F.conv2d(h, w, b, stride=st.stride, padding=st.padding)
         return F.linear(h, w, b)
 
-    def codes(self, i: int, h: torch.Tensor) -> torch.Tensor:
+    def codes(self, i: int, h: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 codes (float tensor) of stage i's post-ReLU output for input `h`.
 
         ReLU is the clamp at code 0 (same values and gradients as relu first).
+        A residual stage adds `skip`, its source's codes, at the source's scale:
+        the join is one requantisation of two terms (quant/integer.py).
         """
         y = self.linear_part(i, h)
+        if self.stages[i].residual is not None:
+            y = y + shortcut(skip, y.shape) * self.act_scale(self.stage_index(self.stages[i].residual))
         if self.training and self.observing:
             with torch.no_grad():
                 m = y.detach().amax().clamp_min(0)
@@ -167,20 +175,24 @@ class QuantNet(nn.Module):
         """Runs stages start.. on `h` (what stage `start` reads) and returns logits.
 
         `tables` maps layer name -> 256-entry table applied to its codes;
+        a residual source must lie at or after `start`;
         `record` collects each quantized layer's (possibly tabled) codes.
         The search's scorer (envs/problem.py) runs the same chain on codes
         (quant/kernels.py).
         """
+        kept = {}  # residual sources' codes (what their successor reads) until their join
         for i in range(start, len(self.stages)):
             st = self.stages[i]
             if st.classifier:
                 return self.linear_part(i, h)
-            q = self.codes(i, h)
+            q = self.codes(i, h, kept.get(st.residual))
             if tables and st.name in tables:
                 q = self.apply_layer_table(st.name, q, tables[st.name])
             if record is not None:
                 record[st.name] = q
             h = self.next_input(i, q)
+            if st.name in self.sources:
+                kept[st.name] = max_pool2x2(q) if st.pool else q
         raise AssertionError("unreachable: the last stage is the classifier")
 
     def apply_layer_table(self, name: str, q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:

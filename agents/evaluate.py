@@ -124,6 +124,7 @@ def evaluate_result(config_path, model: str | None = None, teacher: str | None =
             f"levels {c['n1']}+{c['n2']}+{c['n3']}{note}")
     acc_t = accuracy(qnet, ds.test_x, ds.test_y, dev)
     acc_s = accuracy(student_net, ds.test_x, ds.test_y, dev, tables=tables)
+    say(f"[Eval] on the {len(ds.test_y):,} test images:")
     say(f"[Eval] Teacher {acc_t:.2f}% | Student {acc_s:.2f}% | Drop {acc_t - acc_s:.2f}%")
     return {"teacher": acc_t, "student": acc_s, "drop": acc_t - acc_s}
 

@@ -237,7 +237,8 @@ def run(cfg: SearchConfig, resume: bool = False) -> dict:
           f"({cfg.problem.search_size} validation images): Att {b['att']:.4f} | Reward {b['reward']:.4f}", flush=True)
     # The guide's last line (its drop is on the search split; agents.evaluate gives the test set's).
     print(f"[{cfg.algo.upper()}] Episode {tracker.episodes} | Teacher {b['acc_teacher']:.2f}% | "
-          f"Student {b['acc_student']:.2f}% | Drop {b['drop']:.2f}%", flush=True)
+          f"Student {b['acc_student']:.2f}% | Drop {b['drop']:.2f}% | on the search split "
+          f"({len(problem.labels):,} images, none of them test images)", flush=True)
     return res
 
 

@@ -108,15 +108,19 @@ def main() -> int:
         else:
             tables, torch_acc = clip255, float("nan")
         ref = torch.cat([integer_logits(x[i:i + 1000], reference, tables) for i in range(0, len(x), 1000)]).numpy()
-        scale = reference[1][-1].acc_scale.numpy()  # the graph's logits: float32(int32 acc) * float32(scale)
+        last = reference[1][-1]  # the graph's logits: float32(int32 acc) * float32(scale / positions pooled)
+        scale = last.acc_scale.numpy() / max(last.gap_size, 1)
         ref = np.rint(ref / scale).astype(np.float32) * scale.astype(np.float32)
         np.save(Path(path).with_suffix(".reference.npy"), ref)
         same = (logits == ref).all(1)
         acc = 100 * float((logits.argmax(1) == y.numpy()).mean())
+        # The tmax-255 file is not a search result: agents.evaluate has nothing to compare it with.
+        versus = ("" if np.isnan(torch_acc) else
+                  f" vs agents.evaluate {torch_acc:.2f} % ({acc - torch_acc:+.2f} pt)")
         print(f"{'K=' + str(name) if isinstance(name, int) else name}: onnxruntime = integer reference: logits on "
               f"{100 * float(same.mean()):.2f} %, top-1 on {100 * float((logits.argmax(1) == ref.argmax(1)).mean()):.2f}"
               f" % of {len(x)} test images (max |diff| {np.abs(logits - ref).max():.2g}) | accuracy onnxruntime "
-              f"{acc:.2f} % vs agents.evaluate {torch_acc:.2f} % ({acc - torch_acc:+.2f} pt)", flush=True)
+              f"{acc:.2f} %{versus}", flush=True)
 
     if args.no_speed:
         return 0

@@ -51,7 +51,8 @@ class MixedProblem:
     def _elements(self) -> dict[str, int]:
         """Each approximated layer's stored activations per image: its record point's elements, after the
         layer's max-pool where it has one (a monotone table commutes with it, so the pooled codes are what a
-        layer hands on; LeNet-5: conv1 1,176, conv2 400, fc1 120, fc2 84)."""
+        layer hands on; LeNet-5: conv1 1,176, conv2 400, fc1 120, fc2 84). A residual net's block output is
+        read twice (by the next conv and at the next join) but stored once, at its layer's bits: counted once."""
         qnet = self.problem.qnet
         rec: dict = {}
         qnet(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=self.problem.torch_device), record=rec)

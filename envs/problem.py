@@ -93,8 +93,11 @@ class TapProblem:
         calib = config.calib_batches * CALIB_BATCH_SIZE
         self.search_train_images = max(0, config.search_size - len(val_idx))
         if calib + self.search_train_images > len(train_idx):
+            left = max(0, len(train_idx) - calib)
             raise UserError(f"search size {config.search_size} exceeds the {len(val_idx)} validation images plus "
-                            f"the {len(train_idx) - calib} training images left after calibration")
+                            f"the {left} of {len(train_idx)} training images that calibration leaves (it takes "
+                            f"--calib-batches {config.calib_batches} x {CALIB_BATCH_SIZE} = {calib}); use "
+                            f"--search-size {len(val_idx) + left} or fewer --calib-batches")
         self.search_idx = torch.cat([val_idx[: config.search_size],
                                      data.calibration_indices(calib + self.search_train_images)[calib:]])
         self.stats = calibration_stats(self.qnet, data, config.calib_batches, self.torch_device)

@@ -41,6 +41,15 @@ class TapQuantEnv(gym.Env):
     point) is scored on the search split, images held out of the training set
     (docs/tap.md).
 
+    On a residual net (`TapQuant-ResNet20-v1`, -32, -56) the layers are every
+    ReLU output: the stem conv1, then per block its inner ReLU (g<group>b<block>c1)
+    and its post-add ReLU (g<group>b<block>c2): 19 steps for ResNet-20. A block's
+    post-add codes feed both the next conv and the next join, so its table
+    changes both paths: that is the activation a deployment stores, so that is
+    where the table goes. The attention layers are the outputs of groups 2
+    and 3 (g2b3c2, g3b3c2 for ResNet-20), attention transfer's place in a
+    ResNet (models/resnet.py).
+
     ## Action Space
 
     `Box(-1, 1, (4,), float32)`: the layer's (a0, a1, a2, a3); with

@@ -1,6 +1,6 @@
 """Your own nn.Module through the whole workflow: float, QAT, the TAP search, the test-set report, ONNX.
 
-    python examples/own_model.py [--epochs 10] [--episodes 200] [--out-dir outputs/own]
+    python examples/own_model.py [--epochs 10] [--episodes 200] [--out-dir outputs/own] [--data PATH]
 
 The module below is an ordinary PyTorch CNN with a residual block. Any
 module built from the same operations works (Conv2d, Linear, BatchNorm,
@@ -56,7 +56,9 @@ class TinyRes(nn.Module):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=10, help="float epochs (default 10)")
+    p.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs (default 2)")
     p.add_argument("--episodes", type=int, default=200, help="PPO episodes (default 200)")
+    p.add_argument("--search-size", type=int, default=5000, help="search-split images (default 5000)")
     p.add_argument("--out-dir", default="outputs/own")
     p.add_argument("--data", default=None, help="CIFAR-10 as for every command (TAPQUANT_DATA)")
     args = p.parse_args(argv)
@@ -65,8 +67,8 @@ def main(argv=None) -> None:
     envs.register_model_envs("tinyres")  # TapQuant-Tinyres-v1 for gym.make
     common = dict(model="tinyres", out_dir=args.out_dir, data=args.data)
     train(stage_config("float", epochs=args.epochs, **common))
-    train(stage_config("qat", epochs=2, **common))
-    search = SearchConfig(ProblemConfig(levels=8, **common), episodes=args.episodes)
+    train(stage_config("qat", epochs=args.qat_epochs, **common))
+    search = SearchConfig(ProblemConfig(levels=8, search_size=args.search_size, **common), episodes=args.episodes)
     run(search)
     evaluate_result(str(search.result_path), model="tinyres", data=args.data)  # prints the guide's [Eval] line
     print("wrote", *export(str(search.result_path), model="tinyres"))

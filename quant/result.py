@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from models import MODEL_NAMES
@@ -60,12 +61,31 @@ def write_result(path: str | os.PathLike, result: dict) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
 
 
+# agents.search's default result names: <model>_<algo>[_K<k>][_<clip rule>][_seed<n>][_<n>ep]_result.json
+_DEFAULT_NAME = re.compile(r"(?P<model>[a-z0-9]+)_(?P<algo>[a-z0-9]+)(?:_K(?P<levels>\d+))?"
+                           r"(?:_(?P<rule>guide|mse|search|p\d+(?:\.\d*)?))?(?:_seed(?P<seed>-?\d+))?"
+                           r"(?:_(?P<episodes>\d+)ep)?_result\.json")
+
+
+def make_result_hint(name: str) -> str:
+    """How to make a missing result file: the search whose default name it is (flags read off the name), or,
+    for any other name, no command (a suggested one would write other options under that name)."""
+    m = _DEFAULT_NAME.fullmatch(name)
+    if not m or m["model"] not in MODEL_NAMES:
+        return (f"make it with: python -m agents.search --result-file {name} and the options it should hold "
+                "(python -m agents.search --help)")
+    flags = [f"--model {m['model']}", f"--algo {m['algo']}"]
+    for key, flag in (("levels", "--levels"), ("rule", "--tmax-rule"), ("seed", "--seed"), ("episodes", "--episodes")):
+        if m[key] is not None:
+            flags.append(f"{flag} {m[key]}")
+    return "make it with: python -m agents.search " + " ".join(flags)
+
+
 def read_result(path: str | os.PathLike) -> dict:
     """Loads a result file and checks everything evaluate relies on; UserError otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(missing_file("result file", path, f"make it with: python -m agents.search --result-file "
-                                                          f"{path.name}"))
+        raise UserError(missing_file("result file", path, make_result_hint(path.name)))
     try:
         res = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -124,6 +124,16 @@ def test_a_missing_file_suggests_the_closest_existing_name(tmp_path):
     with pytest.raises(UserError) as e:  # nothing close: only how to make one
         read_result(tmp_path / "vgg16_tpe_K4_result.json")
     assert "did you mean" not in str(e.value) and "make it with: python -m agents.search" in str(e.value)
+    # The suggested command is the search whose default result name this is: its flags write exactly that file.
+    from agents.search import SearchConfig, build_parser
+    from common.cli import config_from_args
+    from envs.config import ProblemConfig
+
+    command = str(e.value).split("make it with: python -m agents.search ")[1].split()
+    assert command == ["--model", "vgg16", "--algo", "tpe", "--levels", "4"]
+    args = build_parser().parse_args(command)
+    cfg = config_from_args(SearchConfig, args, problem=config_from_args(ProblemConfig, args))
+    assert cfg.default_result_name() == "vgg16_tpe_K4_result.json"
     with pytest.raises(UserError) as e:  # another model's checkpoint is a sibling, not a typo
         load_checkpoint(tmp_path / "vgg16_qat_preconvert.pth", "vgg16", "qat")
     assert "did you mean" not in str(e.value)

@@ -82,3 +82,18 @@ def test_a_registered_module_quantizes_from_its_own_weights(tmp_path, tiny_tar, 
     problem = TapProblem(model="usernet", out_dir=str(tmp_path), data=str(tiny_tar), cache_dir=str(cache_dir),
                          search_size=40, calib_batches=1)
     assert problem.layers == ["stem", "a", "b"] and np.isfinite(problem.score_params(problem.analytic)["reward"])
+
+
+def test_the_own_model_example_runs_the_whole_workflow(tmp_path, tiny_tar, cache_dir, capsys):
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("own_model", ROOT / "examples" / "own_model.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main(["--epochs", "1", "--qat-epochs", "1", "--episodes", "8", "--search-size", "40",
+                  "--out-dir", str(tmp_path), "--data", str(tiny_tar)])
+    out = capsys.readouterr().out
+    assert "[Eval] Teacher" in out and (tmp_path / "tri_ppo_int_codes").is_dir()
+    assert any(p.suffix == ".onnx" for p in (tmp_path / "tri_ppo_int_codes").iterdir())

@@ -73,8 +73,19 @@ def test_a_few_steps_of_fine_tuning_lower_the_loss(result, tiny_teacher, tiny_ta
 
 def test_fine_tuned_student_round_trips_evaluates_and_runs_in_integers(result, tiny_teacher, tiny_tar, cache_dir,
                                                                         capsys):
+    # By default a tenth of the training images (54 here) are held out of fine-tuning: the fine-tuned student
+    # is kept only where it beats the untuned tables there (one-sided paired z > 1.645), else the teacher's weights.
     meta = train(train_args("student", tiny_teacher, tiny_tar, cache_dir, config_path=str(result), epochs=1))
+    check = meta["holdout_check"]
+    assert check["images"] == 54 and check["kept"] == (check["z"] > 1.645)
+    teacher, _ = student_for(result, tiny_teacher)
+    kept = load_teacher(tiny_teacher / "lenet5_student_ft.pth", "lenet5", stage="student")
+    assert torch.equal(kept.weights["conv1"], teacher.weights["conv1"]) != check["kept"]
+    # Without the held-out check the fine-tuned student is always kept.
+    meta = train(train_args("student", tiny_teacher, tiny_tar, cache_dir, config_path=str(result), epochs=1,
+                            holdout=0))
     path = tiny_teacher / "lenet5_student_ft.pth"
+    assert "holdout_check" not in meta
     assert meta["complete"] and meta["result"]["sha256"] and meta["kd_weight"] == 3.0
     saved = load_teacher(path, "lenet5", stage="student")
     _, student = student_for(result, tiny_teacher)
@@ -91,7 +102,7 @@ def test_fine_tuned_student_round_trips_evaluates_and_runs_in_integers(result, t
 
 def test_evaluate_refuses_a_student_of_another_result_and_bad_checkpoints(result, tiny_teacher, tiny_tar, cache_dir,
                                                                           tmp_path):
-    train(train_args("student", tiny_teacher, tiny_tar, cache_dir, config_path=str(result), epochs=1))
+    train(train_args("student", tiny_teacher, tiny_tar, cache_dir, config_path=str(result), epochs=1, holdout=0))
     other = tmp_path / "other.json"
     other.write_text(result.read_text().replace('"seed": 0', '"seed": 7'))
     with pytest.raises(UserError, match="fine-tuned for another result"):
@@ -138,7 +149,8 @@ def test_moving_the_clip_keeps_a_valid_tap_with_the_same_levels(tmax, levels, a0
 def test_a_student_that_learns_its_clips_evaluates_and_exports_with_the_tables_it_learned(
         result, tiny_teacher, tiny_tar, cache_dir, tmp_path):
     out = tmp_path / "learned"
-    meta = train(train_args("student", out, tiny_tar, cache_dir, config_path=str(result), epochs=1, clip_lr=1.0))
+    meta = train(train_args("student", out, tiny_tar, cache_dir, config_path=str(result), epochs=1, clip_lr=1.0,
+                            holdout=0))
     searched = {n: c["tmax"] for n, c in json.loads(result.read_text())["best"]["config"].items()}
     learned = {n: c["tmax"] for n, c in meta["clips"].items()}
     assert meta["clip_lr"] == 1.0 and learned != searched  # the clips moved
@@ -159,7 +171,7 @@ def test_a_student_that_learns_its_clips_evaluates_and_exports_with_the_tables_i
     def stop(epoch):
         raise KeyboardInterrupt
 
-    args = dict(config_path=str(result), epochs=2, clip_lr=1.0)
+    args = dict(config_path=str(result), epochs=2, clip_lr=1.0, holdout=0)
     with pytest.raises(KeyboardInterrupt):  # killed after its first epoch, then resumed: the same clips and weights
         train(train_args("student", tmp_path / "b", tiny_tar, cache_dir, **args), on_epoch_end=stop)
     resumed = train(train_args("student", tmp_path / "b", tiny_tar, cache_dir, resume=True, **args))

@@ -97,3 +97,13 @@ def test_registered_env_and_onnx_export_of_a_residual_net(resnet_teacher, tiny_t
             got = sess.run(None, {"pixels": d.test_x.numpy()})[0]
             ref = integer_logits(d.test_x, exported, t).numpy()
             assert np.array_equal(got.argmax(1), ref.argmax(1)) and np.allclose(got, ref, atol=1e-5)
+
+
+def test_a_checkpoint_of_another_structure_is_refused_in_one_line(tmp_path):
+    from common.errors import UserError
+    from tests.test_env import random_weight_teacher
+
+    random_weight_teacher("resnet20", tmp_path)
+    with pytest.raises(UserError) as e:
+        load_teacher(tmp_path / "resnet20_qat_preconvert.pth", "resnet32")
+    assert "holds a resnet20 model, but --model is resnet32" in str(e.value) and "\n" not in str(e.value)

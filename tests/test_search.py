@@ -38,7 +38,8 @@ def test_real_learner_writes_a_valid_result_and_evaluate_reads_it(algo, episodes
     out = capsys.readouterr().out.strip().splitlines()
     b = res["best"]  # the guide's last line, then what was kept, in words
     assert out[-1] == (f"[{algo.upper()}] Episode {episodes} | Teacher {b['acc_teacher']:.2f}% | "
-                       f"Student {b['acc_student']:.2f}% | Drop {b['drop']:.2f}%")
+                       f"Student {b['acc_student']:.2f}% | Drop {b['drop']:.2f}% | on the search split "
+                       f"({res['search_split']['size']:,} images, none of them test images)")
     assert any(line.startswith(("[Search] kept the analytic tables", "[Search] chose the search's")) for line in out)
     # the bare name the search took is found under <out-dir>/tri_ppo_int_codes/
     assert run_main(evaluate.main, ["--config-path", path.name, "--out-dir", str(tiny_teacher), "--data",

@@ -109,5 +109,8 @@ def test_a_search_split_past_the_validation_images_takes_training_images_no_one_
     selection = set(data.selection_indices(sel.size).tolist())
     assert len(search) == 100 and set(val_idx.tolist()) <= search and problem.search_train_images == 100 - len(val_idx)
     assert not search & calibration and not search & selection and sel.size == len(train_idx) - 2 * CALIB_BATCH_SIZE - 40
-    with pytest.raises(UserError, match="exceeds the 60 validation images plus the 284 training images"):
+    with pytest.raises(UserError, match="exceeds the 60 validation images plus the 284 of 540 training images that "
+                       r"calibration leaves \(it takes --calib-batches 2 x 128 = 256\); use --search-size 344"):
         TapProblem(ProblemConfig(search_size=60 + 285, **kw))
+    with pytest.raises(UserError, match="plus the 0 of 540 training images"):  # never a negative count
+        TapProblem(ProblemConfig(**{**kw, "calib_batches": 6}, search_size=100))

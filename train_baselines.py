@@ -468,12 +468,12 @@ def train_distill_teacher(cfg: FloatConfig) -> Path:
     return path
 
 
-def estimated_seconds(cfg: StageConfig, n_train: int) -> float:
-    """What the float or QAT stage will take here: its training step timed on a random batch
+def estimated_seconds(cfg: StageConfig, n_train: int, epochs: int | None = None) -> float:
+    """What the float or QAT stage will take here (or `epochs` of it): its training step timed on a random batch
     (models.training.step_seconds) times its steps, plus a tenth for validation. The plan's estimate."""
     step = _timed_step(cfg.model, getattr(cfg, "batchnorm", None), getattr(cfg, "width", 1.0), cfg.stage,
                        getattr(cfg, "observer", None), cfg.batch_size, cfg.device, cfg.precision_in_use() == "bf16")
-    return 1.1 * step * math.ceil(n_train / cfg.batch_size) * cfg.epochs
+    return 1.1 * step * math.ceil(n_train / cfg.batch_size) * (cfg.epochs if epochs is None else epochs)
 
 
 @functools.lru_cache(maxsize=None)
@@ -490,8 +490,13 @@ def say_estimate(cfg: StageConfig, n_train: int) -> None:
     width = getattr(cfg, "width", None)
     cheaper = (" (--width 0.5 is about 3-4x cheaper)" if cfg.model != "lenet5" and width == 1.0 and cfg.stage == "float"
                else "")
-    print(f"[{cfg.label}] {cfg.epochs} epochs of {cfg.model}" + (f" at width {width:g}" if width else "")
-          + f": ~{duration(estimated_seconds(cfg, n_train))} on this CPU (its step timed here){cheaper}", flush=True)
+    left = cfg.epochs
+    if cfg.resume and cfg.checkpoint().is_file():  # a resumed run: only what is left
+        left = max(0, cfg.epochs - load_checkpoint(cfg.checkpoint())["meta"].get("epochs_done", 0))
+    what = f"{cfg.epochs} epochs" + (f" ({left} left to run)" if left != cfg.epochs else "")
+    print(f"[{cfg.label}] {what} of {cfg.model}" + (f" at width {width:g}" if width else "")
+          + f": ~{duration(estimated_seconds(cfg, n_train, left))} on this CPU (its step timed here){cheaper}",
+          flush=True)
 
 
 @torch.no_grad()

@@ -49,29 +49,32 @@ def plot_layers(res: dict, stats: dict, title: str, path: Path) -> None:
         top = min(255, cfg["tmax"] + max(8, cfg["tmax"] // 5))
         codes = np.arange(top + 1)
         hist_ax.bar(codes, np.maximum(st.counts[: top + 1], 0.5), width=1.0, color="#8fa8c8", log=True,
-                    label=f"{int(st.counts[top + 1:].sum())} codes above {top} not shown")
-        for x, style, label in ((st.p90, ":", f"p90 {st.p90}"), (cfg["tmax"], "-", f"tmax {cfg['tmax']}"),
-                                (cfg["b1"], "--", f"b1 {cfg['b1']}"), (cfg["b2"], "--", f"b2 {cfg['b2']}")):
-            hist_ax.axvline(x, color="black" if label.startswith(("p90", "tmax")) else "#c0392b", ls=style,
-                            lw=1, label=label)
+                    label=f"{int(st.counts[top + 1:].sum())} activations above level {top} not shown")
+        for x, style, label in ((st.p90, ":", f"90 % of non-zero activations are below {st.p90}"),
+                                (cfg["tmax"], "-", f"clip {cfg['tmax']} (higher levels saturate)"),
+                                (cfg["b1"], "--", f"segment breaks {cfg['b1']}, {cfg['b2']}"), (cfg["b2"], "--", None)):
+            hist_ax.axvline(x, color="#c0392b" if style == "--" else "black", ls=style, lw=1, label=label)
         levels = np.unique(table[: cfg["tmax"] + 1])
-        spent = ("every code up to tmax" if cfg["exact"]
-                 else f"code 0, then {cfg['n1']}, {cfg['n2']}, {cfg['n3']} per segment")
+        spent = ("every level up to the clip" if cfg["exact"]
+                 else f"0, then {cfg['n1']}, {cfg['n2']}, {cfg['n3']} per segment")
         hist_ax.plot(levels, np.full(len(levels), 0.7), "v", color="#c0392b", ms=4,
-                     label=f"{len(levels)} levels: {spent}")
-        hist_ax.set_title(f"{name}: code histogram", fontsize=9)
+                     label=f"the {len(levels)} levels kept: {spent}")
+        hist_ax.set_title(f"{name}: how often each INT8 activation level occurs", fontsize=9)
+        hist_ax.set_xlabel("activation level (INT8 code, 0-255)", fontsize=8)
+        hist_ax.set_ylabel("activations (log scale)", fontsize=8)
         hist_ax.set_xlim(-1, top + 1)
-        hist_ax.set_ylim(0.3, max(st.counts.max(), 1) * 3e3)  # headroom on the log scale: the legend sits above the bars
-        hist_ax.legend(fontsize=7, ncol=3, loc="upper right")
-        table_ax.step(codes, table[: top + 1], where="mid", color="#c0392b", label="T(c)")
-        table_ax.plot(codes, codes, color="gray", lw=0.8, ls="--", label="identity")
-        table_ax.set_title(f"{name}: table", fontsize=9)
-        table_ax.set_xlabel("code c", fontsize=8)
+        hist_ax.set_ylim(0.3, max(st.counts.max(), 1) * 60)  # a little headroom on the log scale for the legend
+        hist_ax.legend(fontsize=7, ncol=2, loc="upper right", framealpha=0.85)
+        table_ax.step(codes, table[: top + 1], where="mid", color="#c0392b", label="the table")
+        table_ax.plot(codes, codes, color="gray", lw=0.8, ls="--", label="unchanged")
+        table_ax.set_title(f"{name}: lookup table", fontsize=9)
+        table_ax.set_xlabel("activation level in", fontsize=8)
+        table_ax.set_ylabel("level out", fontsize=8)
         table_ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=10)
     points = ", ".join(f"{n} = {res['record_points'].get(n, n)}" for n in layers)
-    fig.text(0.5, 0.005, f"codes recorded after ReLU (the guide's record points: {points}); histograms on the "
-                         f"calibration batches", ha="center", fontsize=7, color="#555")
+    fig.text(0.5, 0.005, f"activations recorded after ReLU (the guide's record points: {points}); counted on the "
+                         f"calibration images (training set)", ha="center", fontsize=7, color="#555")
     fig.tight_layout(rect=(0, 0.02, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -130,9 +130,13 @@ def plot(records: list[dict], png: str, model: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method in dict.fromkeys(r["method"] for r in records):
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    for i, method in enumerate(methods):
         pts = sorted((np.mean(r["bits"]), np.mean(r["test_drop"])) for r in records if r["method"] == method)
-        ax.plot(*zip(*pts), "o-" if method != "uniform" else "s--", label=method, alpha=0.8)
+        # Methods often choose the same allocation: hollow markers, each smaller than the one before, so
+        # every method stays visible where they coincide.
+        ax.plot(*zip(*pts), "--" if method == "uniform" else "-", marker="osD^vPX*"[i % 8], markersize=13 - 1.5 * i,
+                fillstyle="none", markeredgewidth=1.5, label=method, alpha=0.85)
     ax.set_xlabel("average bits per stored activation")
     ax.set_ylabel("test drop (pt), mean over teachers")
     ax.set_title(f"{model}: each layer's K under a bit budget")

@@ -57,6 +57,31 @@ def load_checkpoint(path: str | os.PathLike, model: str | None = None, stage: st
     return ckpt
 
 
+# The recorded options a resumed run must be given again (train_baselines' StageConfig.options), as flags.
+_RESUME_FLAGS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "seed": "--seed",
+                 "weight_decay": "--weight-decay", "label_smoothing": "--label-smoothing", "crop_pad": "--crop-pad",
+                 "width": "--width", "batchnorm": "--batchnorm", "precision": "--precision",
+                 "distill_epochs": "--distill-epochs", "observer": "--observer", "kd_temperature": "--kd-temperature",
+                 "kd_weight": "--kd-weight", "attention_weight": "--attention-weight", "clip_lr": "--clip-lr",
+                 "holdout": "--holdout"}
+
+
+def resume_command(path: str | os.PathLike, meta: dict) -> str:
+    """The command that finishes an interrupted stage: its recorded options as flags, so that --resume's
+    check that the options are the same passes (a file-valued option is named, not guessed)."""
+    stage, model = meta.get("stage"), meta.get("model")
+    flags = [f"--model {model}"] if stage != "student" else [f"--config-path {meta['result']['path']}"]
+    for key, flag in _RESUME_FLAGS.items():
+        if key in meta:
+            flags.append(f"{'--qat-epochs' if (stage, key) == ('qat', 'epochs') else flag} {meta[key]}")
+    if stage == "qat" and meta.get("float_checkpoint"):
+        flags.append(f"--float-checkpoint {meta['float_checkpoint']}")
+    flags.append(f"--out-dir {Path(path).parent}")
+    files = [k for k in ("distill_from", "soft_labels") if k in meta]
+    also = f" (and the same --{files[0].replace('_', '-')} file)" if files else ""
+    return f"python train_baselines.py {stage} {' '.join(flags)} --resume{also}"
+
+
 def load_float_model(path: str | os.PathLike, model: str):
     """The complete float model of a checkpoint, built with the BatchNorm it was trained with."""
     from models import MODELS, build_model
@@ -65,7 +90,7 @@ def load_float_model(path: str | os.PathLike, model: str):
     meta = ckpt["meta"]
     if not meta.get("complete", False):
         raise UserError(f"float checkpoint {path} is unfinished (epoch {meta['epochs_done']} of {meta['epochs']}); "
-                        f"finish it with: python train_baselines.py float --model {model} --resume")
+                        f"finish it with: {resume_command(path, meta)}")
     batchnorm = meta.get("batchnorm", MODELS[model].legacy_batchnorm)
     net = build_model(model, batchnorm, meta.get("width", 1.0))
     try:

@@ -27,7 +27,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from models import build_model
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint, resume_command
 from models.batching import input_abs_max
 from common.errors import UserError
 from models.net import Stage, StagedNet, folded_weights, residual_sources, shortcut
@@ -218,7 +218,7 @@ def load_teacher(path, model: str, stage: str = "qat") -> QuantNet:
     meta = ckpt["meta"]
     if not meta.get("complete", False):
         raise UserError(f"{path} is unfinished ({stage} epoch {meta['epochs_done']} of {meta['epochs']}); "
-                        f"finish it with: python train_baselines.py {stage} ... --resume")
+                        f"finish it with: {resume_command(path, meta)}")
     # BatchNorm is folded into the QAT weights, so the float model's placement does not matter here.
     qnet = QuantNet(build_model(model, "none", meta.get("width", 1.0)))
     # A student's learned clips are in its tables (meta["tables"]), not in the INT8 model.

@@ -18,6 +18,9 @@ COMMANDS = {
         "and at full length for benchmarks/README.md",
     "python -m pytest": "what .ci/run runs",
     "python -m agents.allocate": "tests/test_mixed.py (its main, on tiny data)",
+    "python train_baselines.py float --model resnet20 --epochs 85 --lr 0.2 --batch-size 256 --crop-pad 4":
+        "benchmarks/resnet20.md at full length; tests/test_resnet.py trains resnet20 through the same code at a small "
+        "width on tiny data",
     "python train_baselines.py float --model vgg16 --epochs 22 --crop-pad 4":
         "benchmarks/README.md at full length ('VGG16 at full width'); tests/test_width.py trains the deep nets "
         "through the same code at small widths on tiny data",

@@ -84,7 +84,7 @@ def test_nonsense_flags_are_rejected(flag):
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: float: argument --"), r.stderr
 
 
-def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny_tar, cache_dir):
+def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny_tar, cache_dir, capsys):
     full = train(train_args("float", tmp_path / "a", tiny_tar, cache_dir, epochs=3))
 
     def stop_after_two(epoch):
@@ -97,7 +97,17 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny_tar, cac
     assert partial["meta"]["epochs_done"] == 2 and not partial["meta"]["complete"]
     with pytest.raises(UserError, match="epochs=3, now 4"):
         train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, epochs=4, resume=True))
-    resumed = train(train_args("float", tmp_path / "b", tiny_tar, cache_dir, epochs=3, resume=True))
+    # QAT on the unfinished checkpoint refuses with the command that finishes it: run that very command.
+    with pytest.raises(UserError) as e:
+        train(train_args("qat", tmp_path / "b", tiny_tar, cache_dir))
+    suggested = str(e.value).split("finish it with: ")[1]
+    assert suggested.startswith("python train_baselines.py float --model lenet5 --epochs 3 ") and "\n" not in suggested
+    import train_baselines
+
+    assert train_baselines.main(suggested.split()[2:] + ["--data", str(tiny_tar), "--cache-dir", str(cache_dir),
+                                                         "--device", "cpu"]) == 0
+    assert "[Float] 3 epochs (1 left to run) of lenet5" in capsys.readouterr().out  # the plan counts what is left
+    resumed = load_checkpoint(tmp_path / "b" / "lenet5_float_unfused.pth")["meta"]
     a = load_checkpoint(tmp_path / "a" / "lenet5_float_unfused.pth")["state_dict"]
     b = load_checkpoint(tmp_path / "b" / "lenet5_float_unfused.pth")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -92,8 +92,12 @@ class TapProblem:
         # calibration batches in the fixed order (models/data.py); the selection images are the last ones.
         calib = config.calib_batches * CALIB_BATCH_SIZE
         self.search_train_images = max(0, config.search_size - len(val_idx))
+        if calib > len(train_idx):
+            raise UserError(f"--calib-batches {config.calib_batches} needs {calib} calibration images, but the "
+                            f"training split holds {len(train_idx)}; use --calib-batches "
+                            f"{len(train_idx) // CALIB_BATCH_SIZE} or fewer")
         if calib + self.search_train_images > len(train_idx):
-            left = max(0, len(train_idx) - calib)
+            left = len(train_idx) - calib
             raise UserError(f"search size {config.search_size} exceeds the {len(val_idx)} validation images plus "
                             f"the {left} of {len(train_idx)} training images that calibration leaves (it takes "
                             f"--calib-batches {config.calib_batches} x {CALIB_BATCH_SIZE} = {calib}); use "

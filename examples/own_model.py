@@ -59,6 +59,7 @@ def main(argv=None) -> None:
     p.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs (default 2)")
     p.add_argument("--episodes", type=int, default=200, help="PPO episodes (default 200)")
     p.add_argument("--search-size", type=int, default=5000, help="search-split images (default 5000)")
+    p.add_argument("--calib-batches", type=int, default=10, help="calibration batches of 128 images (default 10)")
     p.add_argument("--out-dir", default="outputs/own")
     p.add_argument("--data", default=None, help="CIFAR-10 as for every command (TAPQUANT_DATA)")
     args = p.parse_args(argv)
@@ -68,7 +69,8 @@ def main(argv=None) -> None:
     common = dict(model="tinyres", out_dir=args.out_dir, data=args.data)
     train(stage_config("float", epochs=args.epochs, **common))
     train(stage_config("qat", epochs=args.qat_epochs, **common))
-    search = SearchConfig(ProblemConfig(levels=8, search_size=args.search_size, **common), episodes=args.episodes)
+    search = SearchConfig(ProblemConfig(levels=8, search_size=args.search_size, calib_batches=args.calib_batches,
+                                         **common), episodes=args.episodes)
     run(search)
     evaluate_result(str(search.result_path), model="tinyres", data=args.data)  # prints the guide's [Eval] line
     print("wrote", *export(str(search.result_path), model="tinyres"))

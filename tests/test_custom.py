@@ -92,7 +92,7 @@ def test_the_own_model_example_runs_the_whole_workflow(tmp_path, tiny_tar, cache
     spec = importlib.util.spec_from_file_location("own_model", ROOT / "examples" / "own_model.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    example.main(["--epochs", "1", "--qat-epochs", "1", "--episodes", "8", "--search-size", "40",
+    example.main(["--epochs", "1", "--qat-epochs", "1", "--episodes", "8", "--search-size", "40", "--calib-batches", "1",
                   "--out-dir", str(tmp_path), "--data", str(tiny_tar)])
     out = capsys.readouterr().out
     assert "[Eval] Teacher" in out and (tmp_path / "tri_ppo_int_codes").is_dir()

@@ -13,6 +13,9 @@ EXPECTED_LAYERS = {
     "alexnet": ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"],
     "vgg16": [f"conv{i}" for i in range(1, 14)],
     "vgg19": [f"conv{i}" for i in range(1, 17)],
+    # the stem, then each block's inner and post-add ReLU: 1 + 2 * 3 * n for depth 6n + 2
+    **{f"resnet{d}": ["conv1"] + [f"g{g}b{b}c{c}" for g in (1, 2, 3) for b in range(1, (d - 2) // 6 + 1) for c in (1, 2)]
+       for d in (20, 32, 56)},
 }
 
 

@@ -112,5 +112,6 @@ def test_a_search_split_past_the_validation_images_takes_training_images_no_one_
     with pytest.raises(UserError, match="exceeds the 60 validation images plus the 284 of 540 training images that "
                        r"calibration leaves \(it takes --calib-batches 2 x 128 = 256\); use --search-size 344"):
         TapProblem(ProblemConfig(search_size=60 + 285, **kw))
-    with pytest.raises(UserError, match="plus the 0 of 540 training images"):  # never a negative count
+    with pytest.raises(UserError, match="--calib-batches 6 needs 768 calibration images, but the training split "
+                       "holds 540; use --calib-batches 4 or fewer"):
         TapProblem(ProblemConfig(**{**kw, "calib_batches": 6}, search_size=100))

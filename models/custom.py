@@ -51,6 +51,7 @@ class _Reader:
         self.open: dict | None = None  # the stage being read: its fields so far
         self.owner: dict = {}  # fx node -> name of the stage whose output it is (after ReLU / pool)
         self.pending_flatten = self.pending_gap = False
+        self.bn_modules: dict = {}  # stage name -> the module path of its BatchNorm (None: none)
 
     def refuse(self, node: fx.Node, what: str) -> None:
         where = f" (module {node.target})" if node.op == "call_module" else f" (in {node.name})"
@@ -75,7 +76,7 @@ class _Reader:
             m = self.modules[node.target]
             for cls, kind in ((nn.Conv2d, "conv"), (nn.Linear, "fc"), (nn.BatchNorm2d, "bn"),
                               (nn.BatchNorm1d, "bn"), (nn.ReLU, "relu"), (nn.Flatten, "flatten"),
-                              (nn.Identity, "identity"), (nn.Dropout, "identity")):
+                              (nn.Identity, "identity")):
                 if isinstance(m, cls):
                     return kind
             if isinstance(m, nn.MaxPool2d) and m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2), None):
@@ -197,8 +198,6 @@ class _Reader:
     def on_identity(self, node):
         self.owner[node] = self.owner.get(node.args[0])
 
-    bn_modules: dict
-
 
 def stages_from_module(module: nn.Module) -> tuple[list[Stage], dict]:
     """(stages, {stage name: its BatchNorm's module path or None}) of a module; UserError for what it cannot be."""
@@ -208,7 +207,6 @@ def stages_from_module(module: nn.Module) -> tuple[list[Stage], dict]:
         raise UserError(f"cannot trace {type(module).__name__} with torch.fx ({str(e).splitlines()[0]}); "
                         "its forward must not branch on tensor values") from None
     reader = _Reader(module)
-    reader.bn_modules = {}
     stages = reader.read(graph)
     return stages, reader.bn_modules
 

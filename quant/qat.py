@@ -157,11 +157,13 @@ class QuantNet(nn.Module):
                                "run a training-mode forward pass first")
         return activation_codes(y, self.act_scale(i))
 
+    def handed_on(self, i: int, q: torch.Tensor) -> torch.Tensor:
+        """Stage i's codes as the next stage (and a residual join) reads them: max-pooled where it pools."""
+        return max_pool2x2(q) if self.stages[i].pool else q
+
     def next_input(self, i: int, q: torch.Tensor) -> torch.Tensor:
         """What stage i+1 reads: s * (max-pooled) codes."""
-        if self.stages[i].pool:
-            q = max_pool2x2(q)
-        return q * self.act_scale(i)
+        return self.handed_on(i, q) * self.act_scale(i)
 
     # ---- whole chain -------------------------------------------------------------
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,9 +192,10 @@ class QuantNet(nn.Module):
                 q = self.apply_layer_table(st.name, q, tables[st.name])
             if record is not None:
                 record[st.name] = q
-            h = self.next_input(i, q)
+            q = self.handed_on(i, q)  # pooled once, for the next stage and a later join
+            h = q * self.act_scale(i)
             if st.name in self.sources:
-                kept[st.name] = max_pool2x2(q) if st.pool else q
+                kept[st.name] = q
         raise AssertionError("unreachable: the last stage is the classifier")
 
     def apply_layer_table(self, name: str, q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
